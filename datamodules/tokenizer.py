@@ -1,0 +1,95 @@
+"""WordPiece vocabularies: train one with the ``tokenizers`` library, or load a checkpoint's ``vocab.txt``.
+
+Special tokens follow BERT's checkpoints: ``[PAD]`` is id 0 (so ``pad_token_id = 0`` holds for trained and
+downloaded vocabularies alike); ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]`` are looked up by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tokenizers import BertWordPieceTokenizer
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def load_wordpiece(vocab_file: str | Path, lowercase: bool = True) -> BertWordPieceTokenizer:
+    """A fast WordPiece tokenizer over ``vocab_file`` (one token per line); checks BERT's special tokens exist."""
+    vocab_file = Path(vocab_file)
+    if not vocab_file.is_file():
+        raise FileNotFoundError(f"vocabulary file {vocab_file} does not exist")
+    tokenizer = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise ValueError(f"vocabulary {vocab_file} lacks the special tokens {missing}")
+    if vocab["[PAD]"] != 0:
+        raise ValueError(f"vocabulary {vocab_file} has [PAD] at id {vocab['[PAD]']}; multibert expects it at id 0")
+    return tokenizer
+
+
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int, out_file: str | Path, lowercase: bool = True, min_frequency: int = 2
+) -> Path:
+    """Train a WordPiece vocabulary on ``texts`` and write ``vocab.txt`` atomically (safe when ranks race)."""
+    tokenizer = BertWordPieceTokenizer(lowercase=lowercase, clean_text=True, handle_chinese_chars=True)
+    tokenizer.train_from_iterator(
+        texts,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        wordpieces_prefix="##",
+        show_progress=False,
+    )
+    vocab = tokenizer.get_vocab()
+    if len(vocab) <= len(SPECIAL_TOKENS):
+        raise ValueError("the corpus yielded no vocabulary: is it empty?")
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_file.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for token, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
+            f.write(token + "\n")
+    os.replace(tmp, out_file)
+    log.info("trained a WordPiece vocabulary of %d tokens → %s", len(vocab), out_file)
+    return out_file
+
+
+def continuation_mask(tokenizer: BertWordPieceTokenizer) -> np.ndarray:
+    """Boolean (V,): True for ``##`` pieces that continue a word (whole-word masking needs it)."""
+    vocab = tokenizer.get_vocab()
+    mask = np.zeros(len(vocab), dtype=bool)
+    for token, i in vocab.items():
+        mask[i] = token.startswith("##")
+    return mask
+
+
+def iter_corpus_text(files: Iterable[str | Path]) -> Iterator[str]:
+    """Every text line of plain-text or JSONL (``text`` field) corpus files, for vocabulary training."""
+    from datamodules.corpus import read_documents
+
+    for document in read_documents(files):
+        yield from document
+
+
+def train_vocab(*, corpus: list[str], out: str, vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2) -> None:
+    """Train a WordPiece vocabulary on a corpus (``multibert vocab``).
+
+    Args:
+        corpus: corpus files: plain text (one sentence per line, blank line between documents) or JSONL with a
+            ``text`` field.
+        out: where to write ``vocab.txt``.
+        vocab_size: target vocabulary size (special tokens included).
+        lowercase: lower-case and strip accents (uncased BERT).
+        min_frequency: minimum count of a merge.
+    """
+    path = train_wordpiece(iter_corpus_text(corpus), vocab_size, out, lowercase, min_frequency)
+    size = sum(1 for _ in open(path, encoding="utf-8"))
+    print(f"wrote {size} tokens to {path}")
