@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from datamodules import resolve_path
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
@@ -35,7 +37,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
 def _check_files(files: Iterable[str | Path]) -> list[Path]:
-    paths = [Path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
+    paths = [resolve_path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
     if not paths:
         raise ValueError("no corpus file given (data.corpus is empty)")
     for p in paths:

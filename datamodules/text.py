@@ -7,7 +7,9 @@ or with probability ``short_seq_prob`` a random shorter one). For each chunk and
 document (label 1). Over-long pairs are trimmed one token at a time from the longer segment, at the front or the
 back at random. Masks are drawn by :func:`datamodules.masking.mask_tokens`.
 
-Deviation from Google's generator, on purpose: instead of writing ``dupe_factor`` pre-masked copies, every epoch
+Deviations from Google's generator, on purpose: a chunk of one sentence does not force a random B (Google's code
+does, which on corpora of long sentences pushes the "random" share well above 50 %); its true continuation is the
+document's next sentences, or, at the end of a document, the sentence split at a random token. And instead of writing ``dupe_factor`` pre-masked copies, every epoch
 draws fresh split points, random partners and masks from a generator seeded by ``(seed, epoch, index)``, so a
 run is reproducible, needs no pre-generation pass, and a resumed run sees exactly the data an uninterrupted one
 would. When B is drawn at random, the unused sentences of the chunk are not "put back" as Google's code does.
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from datamodules import resolve_path
 from datamodules.batch import IGNORE_INDEX, TokenBatch
 from datamodules.corpus import TokenizedCorpus, cache_key, open_tokenized, tokenize_corpus, _check_files
 from datamodules.masking import mask_tokens
@@ -138,17 +141,37 @@ class NSPDataset(Dataset):
             return self._mask(ids, types, None, rng)
         a_end = first + (int(rng.integers(1, n)) if n >= 2 else 1)
         a = self._sentences(first, a_end)
-        if n == 1 or rng.random() < 0.5:
-            is_random = 1
+        is_random = int(rng.random() < 0.5)
+        if not is_random:
+            a, b = self._next_segment(a, a_end, end, doc, target, rng)
+            is_random = int(not b)  # no true continuation exists (a one-token, one-sentence last chunk)
+        if is_random:
             b = self._random_segment(doc, max(1, target - len(a)), rng)
-        else:
-            is_random = 0
-            b = self._sentences(a_end, end)
         a, b = truncate_pair(a, b, self.max_tokens, rng)
         cls, sep = self.special["[CLS]"], self.special["[SEP]"]
         ids = [cls, *a, sep, *b, sep]
         types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
         return self._mask(ids, types, is_random, rng)
+
+    def _next_segment(
+        self, a: list[int], a_end: int, end: int, doc: int, target: int, rng: np.random.Generator
+    ) -> tuple[list[int], list[int]]:
+        """A and the text that truly follows it: the rest of the chunk; for a one-sentence chunk, the document's
+        next sentences; for a one-sentence chunk that ends its document, the sentence split at a random token."""
+        if a_end < end:
+            return a, self._sentences(a_end, end)
+        doc_end = int(self.corpus.document_offsets[doc + 1])
+        b: list[int] = []
+        s = a_end
+        while s < doc_end and len(b) < max(1, target - len(a)):
+            b.extend(self._sentences(s, s + 1))
+            s += 1
+        if b:
+            return a, b
+        if len(a) >= 2:
+            cut = int(rng.integers(1, len(a)))
+            return a[:cut], a[cut:]
+        return a, []
 
     def _random_segment(self, doc: int, target: int, rng: np.random.Generator) -> list[int]:
         doc_off = self.corpus.document_offsets
@@ -305,7 +328,7 @@ class TextPretrainingDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         if max_seq_length < 8:
             raise ValueError(f"max_seq_length={max_seq_length} is too short for [CLS] A [SEP] B [SEP]")
-        self.vocab_path = Path(vocab_file) if vocab_file else self._trained_vocab(train_vocab_size, lowercase)
+        self.vocab_path = resolve_path(vocab_file) if vocab_file else self._trained_vocab(train_vocab_size, lowercase)
         self.tokenizer = load_wordpiece(self.vocab_path, lowercase=lowercase)
         self.vocab_size = self.tokenizer.get_vocab_size()
         vocab = self.tokenizer.get_vocab()

@@ -25,14 +25,14 @@ def load_wordpiece(vocab_file: str | Path, lowercase: bool = True) -> BertWordPi
     vocab_file = Path(vocab_file)
     if not vocab_file.is_file():
         raise FileNotFoundError(f"vocabulary file {vocab_file} does not exist")
-    tokenizer = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
-    vocab = tokenizer.get_vocab()
+    with open(vocab_file, encoding="utf-8") as f:
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
         raise ValueError(f"vocabulary {vocab_file} lacks the special tokens {missing}")
     if vocab["[PAD]"] != 0:
         raise ValueError(f"vocabulary {vocab_file} has [PAD] at id {vocab['[PAD]']}; multibert expects it at id 0")
-    return tokenizer
+    return BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
 
 
 def train_wordpiece(

@@ -17,17 +17,28 @@ Preparation commands (``multibert NAME --help``) are plain typed functions liste
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-import lightning.pytorch as pl
-from jsonargparse import ArgumentParser, Namespace
-from lightning.pytorch.cli import LightningCLI
+# LightningCLI itself still calls jsonargparse APIs that warn about their deprecation; users cannot act on it
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+
+import lightning.pytorch as pl  # noqa: E402
+from jsonargparse import ArgumentParser, Namespace  # noqa: E402
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 #: ``multibert NAME ...`` → ``"module:function"`` run through ``jsonargparse.CLI``.
 PREP_COMMANDS: dict[str, str] = {
     "vocab": "datamodules.tokenizer:train_vocab",
     "export": "multibert.export:export_checkpoint",
+    "augment": "datamodules.augment:augment_file",
+    "gbert-prep": "datamodules.ehr_io:prepare_ehr",
+    "gbert-map": "multibert.gbert_map:plot_code_map",
+    "make-synthetic-videos": "datamodules.synthetic.video:make_synthetic_videos",
+    "tokenize-video": "multibert.video.tokenize:tokenize_video_command",
+    "zeroshot-video": "multibert.video.zeroshot:zeroshot_video",
+    "video-montage": "multibert.video.montage:visual_word_montage",
 }
 
 
@@ -39,7 +50,12 @@ class MultiBertCLI(LightningCLI):
         if cfg.get("data") is not None and cfg.get("model") is not None:
             parser = ArgumentParser(exit_on_error=False)
             parser.add_subclass_arguments(pl.LightningDataModule, "data", fail_untyped=False)
-            datamodule = parser.instantiate_classes(parser.parse_object({"data": cfg.data.as_dict()})).data
+            try:
+                datamodule = parser.instantiate(parser.parse_object({"data": cfg.data.as_dict()})).data
+            except ValueError as e:
+                # jsonargparse wraps the datamodule's own error (missing file, bad field) in a type-union
+                # message; the user needs the original one
+                raise (e.__cause__ or e) from None
             apply_model_links(datamodule, cfg.model)
             # hand jsonargparse the datamodule built above instead of a second one; the config keeps its YAML form
             self.parser.add_instantiator(_Prebuilt(datamodule), pl.LightningDataModule, subclasses=True, prepend=True)
