@@ -175,6 +175,19 @@ def test_sequence_longer_than_position_table_is_reported():
         _tiny("--data.max_seq_length=128", "--trainer.max_steps=1", "--trainer.num_sanity_val_steps=0")
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains(precision):
+    _tiny(f"--trainer.precision={precision}", "--trainer.max_steps=3", "--trainer.log_every_n_steps=1",
+          "--trainer.limit_val_batches=0")
+    losses = [float(r["train/loss_step"]) for r in train_metrics("multibert") if r.get("train/loss_step")]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_missing_init_checkpoint_is_named():
+    with pytest.raises(FileNotFoundError, match="init_from /nonexistent does not exist; give a Hugging Face"):
+        _tiny("--model.init_from=/nonexistent", "--trainer.max_steps=1")
+
+
 def test_missing_corpus_is_named():
     with pytest.raises(FileNotFoundError, match="corpus file nowhere.txt does not exist"):
         _tiny("--data.corpus=nowhere.txt", "--trainer.max_steps=1")

@@ -103,6 +103,10 @@ class EncoderTask(pl.LightningModule):
     def load_pretrained(self, path: str | Path) -> None:
         """Load initial weights from a Hugging Face BERT directory or a multibert checkpoint file."""
         path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"init_from {path} does not exist; give a Hugging Face BERT directory or a multibert .ckpt file"
+            )
         if path.is_dir():
             theirs, state = read_hf_checkpoint(path)
             check_architecture(self.config, theirs, str(path))
