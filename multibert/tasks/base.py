@@ -5,6 +5,9 @@ LayerNorm) with linear warmup and linear decay, and export to Hugging Face forma
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from multibert.adapters.base import AdapterFactory
+from multibert.adapters.base import Adapter, AdapterFactory
 from multibert.adapters.text import TextAdapter
 from multibert.config import BertConfig
 from multibert.convert import check_architecture, hf_to_multibert, load_into, read_hf_checkpoint, save_hf_checkpoint
@@ -46,12 +49,37 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
 
 
+def resolve_adapter(adapter: AdapterFactory | dict | None) -> AdapterFactory:
+    """The adapter factory: text by default; a ``{"class_path": ..., "init_args": {...}}`` dict (as stored in
+    checkpoints) is imported and bound to its arguments."""
+    if adapter is None:
+        return TextAdapter
+    if isinstance(adapter, dict):
+        module, _, name = adapter["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise ValueError(f"adapter class_path {adapter['class_path']!r} is not a multibert Adapter")
+        return functools.partial(cls, **adapter.get("init_args", {}))
+    return adapter
+
+
+def adapter_spec(adapter: AdapterFactory) -> dict | None:
+    """A plain-data description of an adapter factory (class path and bound arguments), or None if it has none."""
+    cls, kwargs = adapter, {}
+    if isinstance(adapter, functools.partial):
+        cls, kwargs = adapter.func, dict(adapter.keywords)
+    if isinstance(cls, type):
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": kwargs}
+    return None
+
+
 class EncoderTask(pl.LightningModule):
     """Base LightningModule: an :class:`~multibert.model.Encoder` plus optimisation.
 
     Args:
-        config: encoder sizes (``vocab_size`` is usually linked from the datamodule).
-        adapter: the input adapter's class (``class_path`` + ``init_args`` in YAML); text by default.
+        config: encoder sizes (``vocab_size`` is usually linked from the datamodule); a dict is accepted.
+        adapter: the input adapter's class (``class_path`` + ``init_args`` in YAML, or such a dict); text by
+            default.
         add_pooler: keep BERT's pooler.
         init_from: initial weights: a Hugging Face BERT directory or a multibert ``.ckpt``; loaded once when
             training / evaluation starts (``setup``), so a resumed run's own checkpoint takes precedence.
@@ -78,8 +106,13 @@ class EncoderTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        config = BertConfig(**config) if isinstance(config, dict) else config
+        adapter = resolve_adapter(adapter)
+        # plain values in the hyperparameters, so that checkpoints load with weights_only=True
+        self.hparams["config"] = dataclasses.asdict(config)
+        self.hparams["adapter"] = adapter_spec(adapter)
         self.config = config
-        self.encoder = Encoder(config, (adapter or TextAdapter)(config), add_pooler=add_pooler)
+        self.encoder = Encoder(config, adapter(config), add_pooler=add_pooler)
         self.init_from = init_from
         self._init_loaded = False
 
@@ -131,17 +164,20 @@ class EncoderTask(pl.LightningModule):
         return save_hf_checkpoint(self, self.config, directory, vocab_file)
 
     # ----------------------------------------------------------------- optimisation
-    def configure_optimizers(self) -> Any:
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: matrices decay, vectors (biases, LayerNorm weights) do not, as in BERT."""
         decay, no_decay = [], []
-        for p in self.parameters():
+        for p in self.parameters():  # each tied parameter once
             if p.requires_grad:
-                # biases and LayerNorm weights are vectors: BERT exempts them from weight decay
                 (decay if p.ndim >= 2 else no_decay).append(p)
+        return [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+            self.optimizer_groups(),
             lr=self.hparams.lr,
             betas=tuple(self.hparams.betas),
             eps=self.hparams.eps,

@@ -48,8 +48,8 @@ class PretrainingTask(EncoderTask):
         embedding = self.encoder.adapter.output_embeddings()
         if embedding is None:
             raise ValueError(f"{type(self.encoder.adapter).__name__} has no token embedding for the masked-LM head")
-        self.mlm = MaskedLM(config, embedding)
-        self.pair = PairObjective(config) if pair_weight > 0 else None
+        self.mlm = MaskedLM(self.config, embedding)
+        self.pair = PairObjective(self.config) if pair_weight > 0 else None
 
     def forward(self, batch: Any) -> tuple[ObjectiveOutput, ObjectiveOutput | None]:
         encoded = self.encoder(batch)
