@@ -71,6 +71,7 @@ class NSPDataset(Dataset):
         replacement_ids: ids for the random 10 % replacements.
         continuation: (V,) True for ``##`` pieces; enables whole-word masking.
         seed: base seed.
+        plan_dir: where to cache the chunk plan (one pass over all sentences) for later runs.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class NSPDataset(Dataset):
         replacement_ids: np.ndarray,
         continuation: np.ndarray | None,
         seed: int,
+        plan_dir: Path | None = None,
     ) -> None:
         self.corpus = corpus
         self.documents = np.asarray(documents)
@@ -98,9 +100,25 @@ class NSPDataset(Dataset):
         self.replacement_ids = replacement_ids
         self.continuation = continuation
         self.seed = seed
-        self.chunks, self.lengths = self._plan(short_seq_prob)
+        self.chunks, self.lengths = self._cached_plan(short_seq_prob, plan_dir)
         if len(self.chunks) == 0:
             raise ValueError("the corpus split yields no training example")
+
+    def _cached_plan(self, short_seq_prob: float, plan_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+        if plan_dir is None:
+            return self._plan(short_seq_prob)
+        key = hashlib.sha1(
+            f"{self.seed}|{self.max_tokens}|{short_seq_prob}|".encode() + np.ascontiguousarray(self.documents).tobytes()
+        ).hexdigest()[:16]
+        path = Path(plan_dir) / f"plan-{key}.npz"
+        if path.is_file():
+            cached = np.load(path)
+            return cached["chunks"], cached["lengths"]
+        chunks, lengths = self._plan(short_seq_prob)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, chunks=chunks, lengths=lengths)
+        os.replace(tmp, path)
+        return chunks, lengths
 
     def _plan(self, short_seq_prob: float) -> tuple[np.ndarray, np.ndarray]:
         """Chunks ``(doc, first sentence, end sentence, target length)`` and each chunk's approximate length."""
@@ -378,6 +396,7 @@ class TextPretrainingDataModule(pl.LightningDataModule):
             replacement_ids=self.replacement_ids,
             continuation=continuation_mask(self.tokenizer) if hp.whole_word_masking else None,
             seed=hp.seed,
+            plan_dir=self.token_cache,
         )
         self.train_set = NSPDataset(documents=train_docs, **common)
         self.val_set = NSPDataset(documents=val_docs, **common) if n_val else None

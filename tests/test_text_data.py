@@ -184,6 +184,10 @@ def test_token_cache_is_reused(datamodule):
     datamodule.prepare_data()
     assert meta.stat().st_mtime_ns == before
     assert json.loads(meta.read_text())["documents"] == 40
+    plans = sorted(datamodule.token_cache.glob("plan-*.npz"))
+    assert len(plans) == 2  # train and validation chunk plans, reused by later runs
+    cached = np.load(plans[0])
+    assert any(np.array_equal(cached["chunks"], ds.chunks) for ds in (datamodule.train_set, datamodule.val_set))
 
 
 def test_missing_and_empty_corpus(tmp_path):
