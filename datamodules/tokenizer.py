@@ -46,7 +46,7 @@ def train_wordpiece(
         min_frequency=min_frequency,
         special_tokens=list(SPECIAL_TOKENS),
         wordpieces_prefix="##",
-        show_progress=False,
+        show_progress=True,
     )
     vocab = tokenizer.get_vocab()
     if len(vocab) <= len(SPECIAL_TOKENS):
