@@ -47,7 +47,6 @@ import torch
 from torch import nn
 
 from multibert.adapters.base import AdapterFactory
-from multibert.adapters.text import TextAdapter
 from multibert.config import BertConfig
 from multibert.convert import check_architecture, hf_to_multibert, load_into, read_hf_checkpoint
 from multibert.distill import (
@@ -65,7 +64,7 @@ from multibert.heads import ClassificationHead
 from multibert.losses import IGNORE_INDEX, accuracy_counts, token_cross_entropy
 from multibert.model import Encoder, EncoderOutput
 from multibert.objectives import MaskedLM
-from multibert.tasks.base import EncoderTask
+from multibert.tasks.base import EncoderTask, adapter_spec, resolve_adapter
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +160,13 @@ class DistillationTask(EncoderTask):
         freeze: list[str] | None = None,
     ) -> None:
         super().__init__(config, adapter, add_pooler, init_from, lr, weight_decay, betas, eps, warmup_steps, freeze)
+        config = self.config  # a dict (from a checkpoint's hyperparameters) is a BertConfig from here on
         if prediction not in ("mlm", "classification", "none"):
             raise ValueError(f"prediction={prediction!r} must be 'mlm', 'classification' or 'none'")
         if teacher_from is None and teacher_config is None:
-            raise ValueError("a distillation task needs a teacher: set model.teacher_from (HF directory or .ckpt) or model.teacher_config")
+            raise ValueError(
+                "a distillation task needs a teacher: set model.teacher_from (HF directory or .ckpt) or model.teacher_config"
+            )
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         weights = (alpha_ce, alpha_hard, alpha_cos, alpha_embedding, alpha_attention, alpha_hidden, alpha_prediction)
@@ -180,7 +182,9 @@ class DistillationTask(EncoderTask):
         self.labels = list(labels) if labels is not None else None
         self.num_labels = len(labels) if labels is not None else num_labels
         if prediction == "classification" and not self.num_labels:
-            raise ValueError("prediction='classification' needs model.labels (linked from the datamodule) or model.num_labels")
+            raise ValueError(
+                "prediction='classification' needs model.labels (linked from the datamodule) or model.num_labels"
+            )
         self.mlm = self.head = None
         if prediction == "mlm":
             embedding = self.encoder.adapter.output_embeddings()
@@ -189,8 +193,12 @@ class DistillationTask(EncoderTask):
             self.mlm = MaskedLM(config, embedding)
         elif prediction == "classification":
             self.head = ClassificationHead(config, self.num_labels)
-        # the factories themselves (under LightningCLI, hparams hold their YAML form, not the callables)
-        self.teacher_adapter_factory = teacher_adapter or adapter or TextAdapter
+        # the teacher's adapter factory itself; the hyperparameters keep plain data (weights_only checkpoints)
+        self.teacher_adapter_factory = resolve_adapter(teacher_adapter if teacher_adapter is not None else adapter)
+        if teacher_adapter is not None:
+            self.hparams["teacher_adapter"] = adapter_spec(self.teacher_adapter_factory)
+        if isinstance(teacher_config, BertConfig):
+            self.hparams["teacher_config"] = dataclasses.asdict(teacher_config)
         # built by build_teacher when training starts (the teacher's sizes may live in its checkpoint)
         self.teacher: Predictor | None = None
         self.embedding_projection: Projection | None = None
@@ -223,7 +231,8 @@ class DistillationTask(EncoderTask):
             self._teacher_loaded = True
         else:
             t_config = self._teacher_config(path)
-            encoder = Encoder(t_config, self.teacher_adapter_factory(t_config), add_pooler=hp.prediction == "classification" or self.encoder.pooler is not None)
+            pooler = hp.prediction == "classification" or self.encoder.pooler is not None
+            encoder = Encoder(t_config, self.teacher_adapter_factory(t_config), add_pooler=pooler)
             mlm = MaskedLM(t_config, encoder.adapter.output_embeddings()) if hp.prediction == "mlm" else None
             head = ClassificationHead(t_config, self.num_labels) if hp.prediction == "classification" else None
             self.teacher = Predictor(encoder, mlm, head)
@@ -291,7 +300,9 @@ class DistillationTask(EncoderTask):
                 "BertForSequenceClassification directory or a classification .ckpt"
             )
         if missing:
-            log.warning("teacher %s: %d tensors not in the checkpoint keep random values: %s", path, len(missing), missing[:6])
+            log.warning(
+                "teacher %s: %d tensors not in the checkpoint keep random values: %s", path, len(missing), missing[:6]
+            )
         if unused:
             log.info("teacher %s: %d checkpoint tensors unused: %s", path, len(unused), unused[:6])
         self._teacher_state = None
@@ -404,7 +415,8 @@ class DistillationTask(EncoderTask):
             total = max(int(s_pred.labels.numel()), 1)
             for who, pred in (("student", s_pred), ("teacher", t_pred)):
                 correct, _ = accuracy_counts(pred.logits, pred.labels)
-                self.log(f"{stage}/{who}_acc", correct.float() / total, prog_bar=who == "student", **{**opts, "batch_size": total})
+                acc_opts = {**opts, "batch_size": total}
+                self.log(f"{stage}/{who}_acc", correct.float() / total, prog_bar=who == "student", **acc_opts)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
