@@ -32,6 +32,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 PREP_COMMANDS: dict[str, str] = {
     "vocab": "datamodules.tokenizer:train_vocab",
     "export": "multibert.export:export_checkpoint",
+    "squad-eval": "multibert.tasks.qa:squad_eval",
     "augment": "datamodules.augment:augment_file",
     "gbert-prep": "datamodules.ehr_io:prepare_ehr",
     "gbert-map": "multibert.gbert_map:plot_code_map",

@@ -112,7 +112,7 @@ class SequenceClassificationTask(FinetuneTask):
         if window_pooling not in ("mean", "max", "first"):
             raise ValueError(f"model.window_pooling={window_pooling!r}; expected 'mean', 'max' or 'first'")
         self.multi_label = multi_label
-        self.head = ClassificationHead(config, self.num_labels, classifier_dropout)
+        self.head = ClassificationHead(self.config, self.num_labels, classifier_dropout)
         self.metrics = torch.nn.ModuleDict({s: ClassCounts(self.num_labels) for s in ("val", "test")})
 
     def forward(self, batch: ClassificationBatch) -> torch.Tensor:

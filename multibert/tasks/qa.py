@@ -112,7 +112,7 @@ class QuestionAnsweringTask(FinetuneTask):
             config=config, adapter=adapter, add_pooler=False, init_from=init_from, lr=lr, weight_decay=weight_decay,
             betas=betas, eps=eps, warmup_steps=warmup_steps, freeze=freeze,
         )
-        self.head = SpanHead(config)
+        self.head = SpanHead(self.config)
         self.exact = torch.nn.ModuleDict({s: torchmetrics.MeanMetric() for s in ("val", "test")})
         self.f1 = torch.nn.ModuleDict({s: torchmetrics.MeanMetric() for s in ("val", "test")})
 
@@ -161,3 +161,32 @@ class QuestionAnsweringTask(FinetuneTask):
 
     def write_predictions(self, records: list[tuple[str, str]], path: Path) -> None:
         write_json(dict(records), path)
+
+
+def squad_eval(*, data_file: str, predictions: str, out: str | None = None) -> dict[str, float]:
+    """Score a predictions file against a SQuAD v1.1 / v2.0 file like the official script (``multibert squad-eval``).
+
+    Args:
+        data_file: the SQuAD JSON with the gold answers.
+        predictions: JSON ``{question_id: answer}`` (as ``multibert predict`` writes; "" means no answer).
+        out: also write the scores there as JSON.
+    """
+    import json
+
+    from datamodules.squad import read_squad
+    from multibert.metrics import squad_evaluate
+
+    examples, _ = read_squad(data_file)
+    preds = json.loads(Path(predictions).read_text(encoding="utf-8"))
+    if not isinstance(preds, dict):
+        raise ValueError(f"{predictions}: expected a JSON object {{question_id: answer}}")
+    gold = {ex.id: ([] if ex.is_impossible else ex.answers) for ex in examples}
+    missing = len(set(gold) - set(preds))
+    scores = squad_evaluate(preds, gold)
+    if missing:
+        scores["missing_predictions"] = float(missing)
+    text = json.dumps(scores, indent=2)
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return scores

@@ -57,7 +57,7 @@ class TokenClassificationTask(FinetuneTask):
         if not labels:
             raise ValueError("model.labels (the tag vocabulary) is required; it is linked from the datamodule")
         self.labels = list(labels)
-        self.head = ClassificationHead(config, len(self.labels), classifier_dropout)
+        self.head = ClassificationHead(self.config, len(self.labels), classifier_dropout)
         self.entities = torch.nn.ModuleDict({
             s: torchmetrics.SumMetric() for s in ("val_correct", "val_pred", "val_gold", "test_correct", "test_pred", "test_gold")
         })
