@@ -188,6 +188,21 @@ class EncoderTask(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    # ----------------------------------------------------------------- one step for train / val / test
+    def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+        """The loss of one batch, logging ``{stage}/...`` metrics; stage is ``train``, ``val`` or ``test``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement shared_step(batch, stage)")
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.log_lr()
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.shared_step(batch, "test")
+
     def log_lr(self) -> None:
         if self._trainer is not None and self.trainer.optimizers:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, prog_bar=False)

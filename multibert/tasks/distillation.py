@@ -419,16 +419,6 @@ class DistillationTask(EncoderTask):
                 self.log(f"{stage}/{who}_acc", correct.float() / total, prog_bar=who == "student", **acc_opts)
         return loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.log_lr()
-        return self.shared_step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.shared_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.shared_step(batch, "test")
-
 
 def _teacher_from_task(path: Path, prediction: str) -> Predictor:
     """A frozen teacher out of any multibert task checkpoint: its encoder and its ``mlm`` / classification ``head``."""

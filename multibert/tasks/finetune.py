@@ -49,16 +49,6 @@ class FinetuneTask(EncoderTask):
         raise NotImplementedError
 
     # ----------------------------------------------------------------- loops
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.log_lr()
-        return self.shared_step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.shared_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.shared_step(batch, "test")
-
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 

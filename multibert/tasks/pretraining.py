@@ -73,13 +73,3 @@ class PretrainingTask(EncoderTask):
         total = max(int(out.total), 1)
         self.log(f"{stage}/{name}_loss", out.loss, batch_size=total, prog_bar=name == "mlm", **opts)
         self.log(f"{stage}/{name}_acc", out.correct.float() / total, batch_size=total, **opts)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.log_lr()
-        return self.shared_step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.shared_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.shared_step(batch, "test")
