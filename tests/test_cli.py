@@ -136,7 +136,9 @@ def test_user_adapter_by_class_path_trains(tmp_path):
     )
     _tiny("-c", str(tmp_path / "adapter.yaml"), "--trainer.max_steps=5", "--trainer.log_every_n_steps=1")
     ckpt = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)
-    assert ckpt["hyper_parameters"]["adapter"]["class_path"] == "custom_adapter.SinusoidalAdapter"
+    assert ckpt["hyper_parameters"]["adapter"] == {"class_path": "custom_adapter.SinusoidalAdapter", "init_args": {"scale": 2.0}}
+    reloaded = load_task("runs/multibert/checkpoints/last.ckpt")
+    assert type(reloaded.encoder.adapter).__name__ == "SinusoidalAdapter" and reloaded.encoder.adapter.scale == 2.0
     assert "encoder.adapter.word_embeddings.weight" in ckpt["state_dict"]
     assert not any("position_embeddings" in k for k in ckpt["state_dict"])
     losses = [float(r["train/loss_step"]) for r in train_metrics("multibert") if r.get("train/loss_step")]

@@ -67,7 +67,9 @@ def adapter_spec(adapter: AdapterFactory) -> dict | None:
     """A plain-data description of an adapter factory (class path and bound arguments), or None if it has none."""
     cls, kwargs = adapter, {}
     if isinstance(adapter, functools.partial):
-        cls, kwargs = adapter.func, dict(adapter.keywords)
+        # a partial of the class itself, or jsonargparse's partial(instantiate, instantiator, cls, **init_args)
+        cls = next((a for a in (adapter.func, *adapter.args) if isinstance(a, type)), None)
+        kwargs = dict(adapter.keywords)
     if isinstance(cls, type):
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": kwargs}
     return None
@@ -110,7 +112,9 @@ class EncoderTask(pl.LightningModule):
         adapter = resolve_adapter(adapter)
         # plain values in the hyperparameters, so that checkpoints load with weights_only=True
         self.hparams["config"] = dataclasses.asdict(config)
-        self.hparams["adapter"] = adapter_spec(adapter)
+        spec = adapter_spec(adapter)
+        if spec is not None or not isinstance(self.hparams.get("adapter"), dict):  # keep the CLI's own record
+            self.hparams["adapter"] = spec
         self.config = config
         self.encoder = Encoder(config, adapter(config), add_pooler=add_pooler)
         self.init_from = init_from
@@ -142,8 +146,11 @@ class EncoderTask(pl.LightningModule):
             )
         if path.is_dir():
             theirs, state = read_hf_checkpoint(path)
-            check_architecture(self.config, theirs, str(path))
             mapped, unused = hf_to_multibert(state, self.config.num_hidden_layers)
+            extend = getattr(self.encoder.adapter, "extend_pretrained", None)
+            if extend is not None:  # an adapter whose vocabulary extends the checkpoint's (VideoBERT's visual words)
+                theirs, mapped = extend(theirs, mapped)
+            check_architecture(self.config, theirs, str(path))
             missing = load_into(self, {k: v for k, v in mapped.items() if k in self.state_dict()}, str(path))
             skipped = sorted(set(mapped) - set(self.state_dict()))
             if unused or skipped:

@@ -70,6 +70,8 @@ class PretrainingTask(EncoderTask):
         return loss
 
     def _log_objective(self, stage: str, name: str, out: ObjectiveOutput, opts: dict) -> None:
-        total = max(int(out.total), 1)
+        total = int(out.total)
+        if total == 0:  # no example of this batch carries the objective's label (e.g. video-only examples)
+            return
         self.log(f"{stage}/{name}_loss", out.loss, batch_size=total, prog_bar=name == "mlm", **opts)
         self.log(f"{stage}/{name}_acc", out.correct.float() / total, batch_size=total, **opts)

@@ -1,0 +1,45 @@
+"""Rebuild ``datamodules/data/videobert_synthetic/`` (the SYNTHETIC data of configs/videobert/tiny.yaml).
+
+    python datamodules/data/build_videobert_synthetic.py [OUT]
+
+Draws the synthetic video set (:mod:`datamodules.synthetic.video`) in a temporary folder, tokenizes the training
+videos with the weight-free light extractor (10 fps, 15-frame clips of 1.5 s, 32 px, hierarchical k-means d=2,
+k=8 → 64 visual words) and the held-out videos with the same codebook, and keeps only what training and
+zero-shot evaluation read: the WordPiece vocabulary, the WebVTT transcripts, the two token folders (codebook,
+visual words, manifest) and the held-out labels. No video or feature file is kept (< 200 kB in all).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from datamodules.synthetic.video import make_synthetic_videos
+from multibert.video.tokenize import tokenize_videos
+
+SETTINGS = dict(extractor="light", fps=10.0, clip_frames=15, size=32, depth=2, branching=16, progress=False)
+
+
+def build(out: Path, num_videos: int = 64, num_test_videos: int = 16) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw"
+        make_synthetic_videos(out=str(raw), num_videos=num_videos, num_test_videos=num_test_videos)
+        tokenize_videos(str(Path(tmp) / "tokens"), videos=str(raw / "train"), **SETTINGS)
+        book = str(Path(tmp) / "tokens" / "codebook.safetensors")
+        tokenize_videos(str(Path(tmp) / "test_tokens"), videos=str(raw / "test"), codebook=book, **SETTINGS)
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        for name in ("SYNTHETIC.txt", "vocab.txt", "test_labels.jsonl"):
+            shutil.copy(raw / name, out / name)
+        (out / "transcripts").mkdir()
+        for vtt in sorted((raw / "train").glob("*.vtt")):
+            shutil.copy(vtt, out / "transcripts" / vtt.name)
+        for name in ("tokens", "test_tokens"):
+            shutil.copytree(Path(tmp) / name, out / name, ignore=shutil.ignore_patterns("features"))
+
+
+if __name__ == "__main__":
+    build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "videobert_synthetic")
