@@ -47,13 +47,9 @@ from multibert.gbert import (
     pretrain_loss,
 )
 from multibert.ontology import normalize_atc
-from multibert.tasks.base import EncoderTask
+from multibert.tasks.base import EncoderTask, adapter_spec, resolve_adapter
 
 log = logging.getLogger(__name__)
-
-# Checkpoints keep the BertConfig among their hyperparameters; allow it in ``torch.load(weights_only=True)`` (used
-# by ``init_from``) — a plain dataclass of numbers, it runs no code.
-torch.serialization.add_safe_globals([BertConfig])
 
 
 class GBertPretrainTask(EncoderTask):
@@ -77,7 +73,7 @@ class GBertPretrainTask(EncoderTask):
         config: BertConfig,
         dx_codes: list[str] | None = None,
         rx_codes: list[str] | None = None,
-        adapter: OntologyAdapterFactory | None = None,
+        adapter: OntologyAdapterFactory | dict | None = None,
         init_from: str | None = None,
         lr: float = 5e-4,
         weight_decay: float = 0.0,
@@ -91,13 +87,15 @@ class GBertPretrainTask(EncoderTask):
                 "dx_codes and rx_codes are empty: they come from the EHR datamodule (data: "
                 "datamodules.ehr.EHRDataModule links them), or pass them as model.init_args"
             )
-        factory = adapter or OntologyAdapter
+        factory = OntologyAdapter if adapter is None else resolve_adapter(adapter)
         super().__init__(
             config, lambda cfg: factory(cfg, dx_codes, rx_codes), False, init_from, lr, weight_decay, betas, eps,
             warmup_steps, freeze,
         )
+        # plain data in the checkpoint: the adapter's class and options (the vocabularies are hparams of their own)
+        self.hparams["adapter"] = adapter_spec(factory)
         self.dx_codes, self.rx_codes = list(dx_codes), list(rx_codes)
-        self.pretrain_heads = PretrainHeads(config, len(dx_codes), len(rx_codes))
+        self.pretrain_heads = PretrainHeads(self.config, len(dx_codes), len(rx_codes))
         self.pretrain_metrics = torch.nn.ModuleDict(
             {f"{s}_{n}": MeanMetric() for s in ("val", "test") for n in ("dx2rx_prauc", "rx2dx_prauc")}
         )
@@ -124,15 +122,8 @@ class GBertPretrainTask(EncoderTask):
                 self.log(f"{stage}/{key}", metric, on_step=False, on_epoch=True, batch_size=len(batch))
         return loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.log_lr()
-        return self.pretrain_step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.pretrain_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.pretrain_step(batch, "test")
+    def shared_step(self, batch: GBertPretrainBatch, stage: str) -> torch.Tensor:
+        return self.pretrain_step(batch, stage)
 
     def code_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The learned diagnosis (Vd, H) and medication (Vr, H) code vectors (after the graph, if any)."""
@@ -211,7 +202,8 @@ class GBertRecommendTask(GBertPretrainTask):
     Args:
         config, dx_codes, rx_codes, adapter: see :class:`GBertPretrainTask`.
         threshold: probability above which a medication is recommended (the paper: 0.3).
-        ddi_path: drug-drug-interaction file for the DDI rate (see :func:`load_ddi`).
+        ddi_path: drug-drug-interaction file for the DDI rate (see :func:`load_ddi`); linked from the datamodule's
+            ``ddi_path``.
         init_from: a pretraining (or earlier fine-tuning) checkpoint; ``None`` trains from scratch ("P-").
         lr, weight_decay, betas, eps, warmup_steps, freeze: see :class:`~multibert.tasks.base.EncoderTask`.
     """
@@ -223,7 +215,7 @@ class GBertRecommendTask(GBertPretrainTask):
         config: BertConfig,
         dx_codes: list[str] | None = None,
         rx_codes: list[str] | None = None,
-        adapter: OntologyAdapterFactory | None = None,
+        adapter: OntologyAdapterFactory | dict | None = None,
         threshold: float = 0.3,
         ddi_path: str | None = None,
         init_from: str | None = None,
@@ -237,7 +229,7 @@ class GBertRecommendTask(GBertPretrainTask):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold={threshold} must lie strictly between 0 and 1")
         super().__init__(config, dx_codes, rx_codes, adapter, init_from, lr, weight_decay, betas, eps, warmup_steps, freeze)
-        self.medication_head = MedicationHead(config, len(self.rx_codes))
+        self.medication_head = MedicationHead(self.config, len(self.rx_codes))
         names = ("jaccard", "prauc", "f1")
         self.metrics = torch.nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in ("val", "test") for n in names})
         if ddi_path is not None:
@@ -271,17 +263,10 @@ class GBertRecommendTask(GBertPretrainTask):
                 self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], on_step=False, on_epoch=True, prog_bar=name == "prauc", batch_size=len(batch))
         return loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.log_lr()
+    def shared_step(self, batch: GBertRecommendBatch | GBertPretrainBatch, stage: str) -> torch.Tensor:
         if isinstance(batch, GBertPretrainBatch):  # a pretraining pass of the alternating schedule
-            return self.pretrain_step(batch, "train")
-        return self.recommend_step(batch, "train")
-
-    def validation_step(self, batch: GBertRecommendBatch, batch_idx: int) -> None:
-        self.recommend_step(batch, "val")
-
-    def test_step(self, batch: GBertRecommendBatch, batch_idx: int) -> None:
-        self.recommend_step(batch, "test")
+            return self.pretrain_step(batch, stage)
+        return self.recommend_step(batch, stage)
 
     def predict_step(self, batch: GBertRecommendBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """One record per target visit: subject, admission, recommended ``[code, probability]`` pairs (highest
