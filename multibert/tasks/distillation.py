@@ -11,6 +11,13 @@ sits under ``teacher`` and is built from
 
 Since the adapter is part of the encoder, the same task distils a text BERT, VideoBERT or G-BERT: by default the
 student uses the teacher's adapter class (``teacher_adapter`` falls back to ``adapter``), fed the same batch.
+Two options cover adapters and batches beyond a plain token batch, with no per-modality code:
+
+- ``dx_codes`` / ``rx_codes`` (linked from :class:`~datamodules.ehr.EHRDataModule`): when given, every adapter
+  factory is called as ``factory(config, dx_codes, rx_codes)`` (the ontology adapter's signature; the
+  default adapter is then :class:`~multibert.adapters.ontology.OntologyAdapter`, as in the G-BERT tasks).
+- ``input_field``: the batch field both encoders read (``visits`` for G-BERT batches, which wrap their sequences
+  in a :class:`~datamodules.batch.TokenBatch`); ``None`` feeds the batch itself.
 
 Which recipe runs is decided by the loss weights in the config (``configs/distill/*.yaml``); each term is a pure
 function of :mod:`multibert.distill`:
@@ -41,12 +48,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import torch
 from torch import nn
 
-from multibert.adapters.base import AdapterFactory
+from multibert.adapters.base import Adapter, AdapterFactory
 from multibert.config import BertConfig
 from multibert.convert import check_architecture, hf_to_multibert, load_into, read_hf_checkpoint
 from multibert.distill import (
@@ -69,6 +76,11 @@ from multibert.tasks.base import EncoderTask, adapter_spec, resolve_adapter
 log = logging.getLogger(__name__)
 
 Prediction = Literal["mlm", "classification", "none"]
+
+#: An adapter that also takes code vocabularies, called ``factory(config, dx_codes, rx_codes)``: G-BERT's
+#: :class:`~multibert.adapters.ontology.OntologyAdapter` (its ``OntologyAdapterFactory``, without importing the graph
+#: library here). The CLI needs the type to accept such an adapter without its vocabularies in the YAML.
+CodeAdapterFactory = Callable[[BertConfig, Sequence[str], Sequence[str]], Adapter]
 
 
 class Predictor(nn.Module):
@@ -115,6 +127,11 @@ class DistillationTask(EncoderTask):
             (intermediate layers only, TinyBERT's general distillation).
         labels: the class names of the ``classification`` prediction layer (linked from a labelled datamodule).
         num_labels: the number of classes when ``labels`` is not given.
+        dx_codes, rx_codes: G-BERT's code vocabularies (linked from the EHR datamodule): when given, both adapters
+            are built as ``factory(config, dx_codes, rx_codes)`` and ``adapter`` defaults to
+            :class:`~multibert.adapters.ontology.OntologyAdapter`; a ``.ckpt`` teacher must have the same ones.
+        input_field: the field of the batch that both encoders read (and masked-LM labels come from), e.g.
+            ``visits`` for G-BERT batches; ``None``: the batch itself (text, VideoBERT).
         add_pooler: give the student BERT's pooler (DistilBERT drops it; classification needs it).
         student_token_types: feed the student the batch's segment ids; ``False`` hides them (DistilBERT has no
             token-type embeddings: set ``config.type_vocab_size: 1`` so the student keeps a single row).
@@ -132,13 +149,16 @@ class DistillationTask(EncoderTask):
     def __init__(
         self,
         config: BertConfig,
-        adapter: AdapterFactory | None = None,
+        adapter: AdapterFactory | CodeAdapterFactory | None = None,
         teacher_from: str | None = None,
         teacher_config: BertConfig | None = None,
-        teacher_adapter: AdapterFactory | None = None,
+        teacher_adapter: AdapterFactory | CodeAdapterFactory | None = None,
         prediction: Prediction = "mlm",
         labels: list[str] | None = None,
         num_labels: int | None = None,
+        dx_codes: list[str] | None = None,
+        rx_codes: list[str] | None = None,
+        input_field: str | None = None,
         add_pooler: bool = True,
         student_token_types: bool = True,
         student_init_layers: list[int] | None = None,
@@ -159,7 +179,15 @@ class DistillationTask(EncoderTask):
         warmup_steps: float = 0.1,
         freeze: list[str] | None = None,
     ) -> None:
-        super().__init__(config, adapter, add_pooler, init_from, lr, weight_decay, betas, eps, warmup_steps, freeze)
+        if (dx_codes is None) != (rx_codes is None) or (dx_codes is not None and not (dx_codes and rx_codes)):
+            raise ValueError(
+                "model.dx_codes and model.rx_codes go together and must not be empty (the EHR datamodule links both)"
+            )
+        self.codes = {"dx_codes": list(dx_codes), "rx_codes": list(rx_codes)} if dx_codes is not None else {}
+        student_factory = self._with_codes(adapter)
+        super().__init__(config, student_factory, add_pooler, init_from, lr, weight_decay, betas, eps, warmup_steps, freeze)
+        if self.codes:  # plain data in the checkpoint: the class and options (the vocabularies are hparams of their own)
+            self.hparams["adapter"] = _spec_without_codes(adapter_spec(self._factory(adapter)))
         config = self.config  # a dict (from a checkpoint's hyperparameters) is a BertConfig from here on
         if prediction not in ("mlm", "classification", "none"):
             raise ValueError(f"prediction={prediction!r} must be 'mlm', 'classification' or 'none'")
@@ -194,9 +222,9 @@ class DistillationTask(EncoderTask):
         elif prediction == "classification":
             self.head = ClassificationHead(config, self.num_labels)
         # the teacher's adapter factory itself; the hyperparameters keep plain data (weights_only checkpoints)
-        self.teacher_adapter_factory = resolve_adapter(teacher_adapter if teacher_adapter is not None else adapter)
+        self.teacher_adapter_factory = self._with_codes(teacher_adapter if teacher_adapter is not None else adapter)
         if teacher_adapter is not None:
-            self.hparams["teacher_adapter"] = adapter_spec(self.teacher_adapter_factory)
+            self.hparams["teacher_adapter"] = _spec_without_codes(adapter_spec(self._factory(teacher_adapter)))
         if isinstance(teacher_config, BertConfig):
             self.hparams["teacher_config"] = dataclasses.asdict(teacher_config)
         # built by build_teacher when training starts (the teacher's sizes may live in its checkpoint)
@@ -209,6 +237,22 @@ class DistillationTask(EncoderTask):
         self._teacher_state: dict[str, torch.Tensor] | None = None  # a HF teacher's tensors, read once
         # the frozen teacher is not saved with the student: let checkpoints load without its tensors
         self.strict_loading = False
+
+    def _factory(self, adapter: AdapterFactory | CodeAdapterFactory | dict | None) -> AdapterFactory | CodeAdapterFactory:
+        """The adapter factory as given; with code vocabularies the default is G-BERT's ontology adapter."""
+        if adapter is None and self.codes:
+            from multibert.adapters.ontology import OntologyAdapter  # imported here: it needs torch_geometric
+
+            return OntologyAdapter
+        return resolve_adapter(adapter)
+
+    def _with_codes(self, adapter: AdapterFactory | CodeAdapterFactory | dict | None) -> AdapterFactory:
+        """``factory(config)``, handing the factory the code vocabularies when the task has them."""
+        factory = self._factory(adapter)
+        if not self.codes:
+            return factory
+        dx_codes, rx_codes = self.codes["dx_codes"], self.codes["rx_codes"]
+        return lambda cfg: factory(cfg, dx_codes, rx_codes)
 
     # ----------------------------------------------------------------------------------- teacher
     def configure_model(self) -> None:
@@ -224,7 +268,7 @@ class DistillationTask(EncoderTask):
         hp = self.hparams
         path = Path(hp.teacher_from) if hp.teacher_from else None
         if path is not None and path.is_file():
-            self.teacher = _teacher_from_task(path, hp.prediction)
+            self.teacher = _teacher_from_task(path, hp.prediction, self.codes)
             if hp.teacher_config is not None:
                 given = hp.teacher_config if isinstance(hp.teacher_config, BertConfig) else BertConfig(**hp.teacher_config)
                 check_architecture(given, self.teacher.encoder.config, str(path))
@@ -339,6 +383,22 @@ class DistillationTask(EncoderTask):
             del state[key]
 
     # ----------------------------------------------------------------------------------- forward
+    def encoder_input(self, batch: Any) -> Any:
+        """What both encoders read: ``batch.<input_field>``, or the batch itself when ``input_field`` is None."""
+        field = self.hparams.get("input_field")
+        if field is None:
+            if dataclasses.is_dataclass(batch) and not hasattr(batch, "attention_mask"):
+                inner = [f.name for f in dataclasses.fields(batch) if hasattr(getattr(batch, f.name), "attention_mask")]
+                if inner:  # a batch that wraps its sequences, as G-BERT's do
+                    raise ValueError(
+                        f"{type(batch).__name__} wraps its encoder input in field(s) {inner}: set model.input_field "
+                        f"(e.g. model.input_field: {inner[0]})"
+                    )
+            return batch
+        if not hasattr(batch, field):
+            raise ValueError(f"model.input_field={field!r}: {type(batch).__name__} has no field {field!r}")
+        return getattr(batch, field)
+
     def _student_batch(self, batch: Any) -> Any:
         if self.hparams.student_token_types or not dataclasses.is_dataclass(batch):
             return batch
@@ -349,8 +409,9 @@ class DistillationTask(EncoderTask):
     def _predict(self, model: Predictor | DistillationTask, encoded: EncoderOutput, batch: Any) -> Predictions | None:
         kind = self.hparams.prediction
         if kind == "mlm":
-            out = model.mlm(encoded, batch)
-            return Predictions(out.logits, batch.mlm_labels[batch.mlm_labels != IGNORE_INDEX], out.loss)
+            tokens = self.encoder_input(batch)  # the token labels live with the token ids
+            out = model.mlm(encoded, tokens)
+            return Predictions(out.logits, tokens.mlm_labels[tokens.mlm_labels != IGNORE_INDEX], out.loss)
         if kind == "classification":
             labels = batch.labels
             if labels is None or labels.ndim != 1 or labels.is_floating_point():
@@ -373,10 +434,11 @@ class DistillationTask(EncoderTask):
         self.build_teacher()
         hidden = hp.alpha_embedding > 0 or hp.alpha_hidden > 0
         scores = hp.alpha_attention > 0
+        inputs = self.encoder_input(batch)
         with torch.no_grad():
-            t_enc = self.teacher.encoder(batch, output_hidden_states=hidden, output_attention_scores=scores)
+            t_enc = self.teacher.encoder(inputs, output_hidden_states=hidden, output_attention_scores=scores)
             t_pred = self._predict(self.teacher, t_enc, batch)
-        s_enc = self.encoder(self._student_batch(batch), output_hidden_states=hidden, output_attention_scores=scores)
+        s_enc = self.encoder(self._student_batch(inputs), output_hidden_states=hidden, output_attention_scores=scores)
         s_pred = self._predict(self, s_enc, batch)
         mask = s_enc.attention_mask
         terms: dict[str, torch.Tensor] = {}
@@ -420,11 +482,28 @@ class DistillationTask(EncoderTask):
         return loss
 
 
-def _teacher_from_task(path: Path, prediction: str) -> Predictor:
-    """A frozen teacher out of any multibert task checkpoint: its encoder and its ``mlm`` / classification ``head``."""
+def _spec_without_codes(spec: dict | None) -> dict | None:
+    """An adapter spec without the vocabularies the task passes itself (jsonargparse records them as null)."""
+    if spec is None:
+        return None
+    return {**spec, "init_args": {k: v for k, v in spec["init_args"].items() if k not in ("dx_codes", "rx_codes")}}
+
+
+def _teacher_from_task(path: Path, prediction: str, codes: dict[str, list[str]]) -> Predictor:
+    """A frozen teacher out of any multibert task checkpoint: its encoder and its ``mlm`` / classification ``head``.
+    Code vocabularies the student is given (``codes``) must be the teacher's: both read the same ids."""
     from multibert.export import load_task  # imported here: export imports the task base, which this module extends
 
     task = load_task(path)
+    for name, ours in codes.items():
+        theirs = getattr(task, name, None)
+        if theirs is None:
+            raise ValueError(f"teacher {path} ({type(task).__name__}) has no {name}, but the student is given model.{name}")
+        if list(theirs) != ours:
+            raise ValueError(
+                f"teacher {path} has {len(theirs)} {name}, the data {len(ours)} (or another order): both models read "
+                "the same code ids; use the teacher's data (same admission table, max_codes and synthetic settings)"
+            )
     mlm, head = getattr(task, "mlm", None), getattr(task, "head", None)
     if prediction == "mlm" and not isinstance(mlm, MaskedLM):
         raise ValueError(f"teacher {path} ({type(task).__name__}) has no masked-LM head (mlm); set model.prediction")
