@@ -403,7 +403,13 @@ class VideoTextDataModule(pl.LightningDataModule):
         return {"vocab": self.extended_vocab()}
 
     def load_state_dict(self, state_dict: dict[str, str]) -> None:
-        pass  # the vocabulary is rebuilt from data.vocab_file; the stored copy serves export only
+        """The vocabulary is rebuilt from ``data.vocab_file`` and the codebook; resuming with another one is an error."""
+        stored = state_dict.get("vocab")
+        if stored is not None and stored != self.extended_vocab():
+            raise ValueError(
+                "the checkpoint was trained with a different text vocabulary or number of visual words than "
+                f"{self.vocab_file} + this codebook; resume with the same data.vocab_file and tokens"
+            )
 
     def load_segments(self) -> tuple[list[list[Segment]], list[str]]:
         """All videos' segments (and their ids), with what was found logged."""

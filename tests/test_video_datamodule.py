@@ -55,6 +55,9 @@ def test_vocabulary_size_and_extended_vocab(data):
     assert dm.vocab_size == len(WORDS) + 1 + 9 == dm.vocab.size
     lines = dm.state_dict()["vocab"].splitlines()
     assert len(lines) == dm.vocab_size and lines[13] == "[>]" and lines[14] == "[VW0]"
+    dm.load_state_dict(dm.state_dict())  # resuming with the same vocabulary is fine
+    with pytest.raises(ValueError, match="different text vocabulary or number of visual words"):
+        dm.load_state_dict({"vocab": "\n".join(lines[:-1]) + "\n"})
 
 
 def test_text_video_sequence_format_and_segment_ids(data):

@@ -36,9 +36,6 @@ class FinetuneTask(EncoderTask):
         self._predictions: list[Any] = []
 
     # ----------------------------------------------------------------- to be provided by a subclass
-    def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
-        raise NotImplementedError
-
     def epoch_metrics(self, stage: str) -> dict[str, float | torch.Tensor]:
         raise NotImplementedError
 
