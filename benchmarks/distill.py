@@ -39,9 +39,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from multibert.adapters.text import TextAdapter  # noqa: E402
-from multibert.config import BertConfig  # noqa: E402
-from multibert.model import Encoder  # noqa: E402
+from multibert.core.config import BertConfig  # noqa: E402
+from multibert.core.encoder import Encoder  # noqa: E402
+from multibert.core.text_adapter import TextAdapter  # noqa: E402
 
 SHAPES = {
     "bert-base": (BertConfig.from_name("base"), True),
@@ -60,7 +60,7 @@ def encoder_macs_per_token(config: BertConfig, seq: int) -> int:
 
 
 def speed(batch: int, seq: int, repeats: int) -> dict:
-    from datamodules.batch import TokenBatch
+    from multibert.core.batch import TokenBatch
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 30000, (batch, seq), generator=g)
@@ -89,7 +89,7 @@ def backbone_paths(batch: int, seq: int, repeats: int) -> dict:
     from transformers import BertConfig as HFConfig
     from transformers import BertModel
 
-    from datamodules.batch import TokenBatch
+    from multibert.core.batch import TokenBatch
 
     config = BertConfig.from_name("base", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     ours = Encoder(config, TextAdapter(config), add_pooler=False).eval()
@@ -137,7 +137,7 @@ def quality(steps: int, workdir: Path) -> dict:
 
     wordnet = ROOT / "datamodules" / "data" / "wordnet"
     data = {
-        "class_path": "datamodules.labels.LabelledTextDataModule",
+        "class_path": "datamodules.finetune.labels.LabelledTextDataModule",
         "init_args": {
             "train_file": str(wordnet / "senses_train.jsonl"),
             "val_file": str(wordnet / "senses_val.jsonl"),
@@ -149,7 +149,7 @@ def quality(steps: int, workdir: Path) -> dict:
     teacher_cfg = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
                        max_position_embeddings=64, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
     student_cfg = dict(teacher_cfg, hidden_size=64, num_hidden_layers=2, intermediate_size=256)
-    finetune = "multibert.tasks.classification.SequenceClassificationTask"
+    finetune = "multibert.finetune.classification.SequenceClassificationTask"
     os.chdir(workdir)
 
     def run(name: str, class_path: str, init_args: dict) -> Path:
@@ -157,7 +157,9 @@ def quality(steps: int, workdir: Path) -> dict:
         trainer = {"max_steps": steps, "val_check_interval": steps, "check_val_every_n_epoch": None,
                    "log_every_n_steps": 10, "default_root_dir": name,
                    "logger": [logger]}
-        model = {"class_path": class_path, "init_args": {"lr": 1e-3, "warmup_steps": 0.1, **init_args}}
+        optimizer = {"class_path": "multibert.core.optim.AdamW", "init_args": {"lr": 1e-3}}
+        schedule = {"class_path": "multibert.core.optim.LinearWarmupDecay", "init_args": {"warmup_steps": 0.1}}
+        model = {"class_path": class_path, "init_args": {"optimizer": optimizer, "lr_scheduler": schedule, **init_args}}
         run_config = {"seed_everything": 1, "model": model, "data": data, "trainer": trainer}
         Path(f"{name}.yaml").write_text(yaml.safe_dump(run_config))
         t = time.perf_counter()
@@ -170,7 +172,7 @@ def quality(steps: int, workdir: Path) -> dict:
     runs_acc["teacher"] = _last(run("teacher", finetune, {"config": teacher_cfg}), "val/acc")
     runs_acc["student_alone"] = _last(run("student_alone", finetune, {"config": student_cfg}), "val/acc")
     teacher_ckpt = sorted(Path("teacher").rglob("*.ckpt"))[-1]
-    metrics = run("student_distilled", "multibert.tasks.distillation.DistillationTask", {
+    metrics = run("student_distilled", "multibert.distill.task.DistillationTask", {
         "config": student_cfg, "teacher_from": str(teacher_ckpt), "prediction": "classification", "temperature": 1.0,
         "alpha_embedding": 1.0, "alpha_attention": 1.0, "alpha_hidden": 1.0, "alpha_prediction": 1.0,
         "betas": [0.9, 0.999],

@@ -4,7 +4,7 @@ Both sides start from the same Hugging Face checkpoint (all-MiniLM-L6-v2 of the 
 by default), see the same batches in the same order, and use the same hyperparameters: AdamW (no decay on
 biases / LayerNorm), linear warmup then linear decay, dropout 0.1, float32, one process.
 
-- multibert: :class:`~multibert.tasks.classification.SequenceClassificationTask` trained by Lightning's Trainer;
+- multibert: :class:`~multibert.finetune.classification.SequenceClassificationTask` trained by Lightning's Trainer;
 - transformers: ``BertForSequenceClassification`` (SDPA attention) and a plain PyTorch loop.
 
 Reported per side: validation accuracy and macro-F1 after training, and training samples/s (the training loop
@@ -20,6 +20,7 @@ last printed line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import time
@@ -28,11 +29,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from datamodules.labels import LabelledTextDataModule
-from multibert.convert import read_hf_checkpoint
-from multibert.metrics import class_counts, macro_f1
-from multibert.tasks.base import linear_warmup_decay
-from multibert.tasks.classification import SequenceClassificationTask
+from datamodules.finetune.labels import LabelledTextDataModule
+from multibert.core.convert import read_hf_checkpoint
+from multibert.core.optim import AdamW, LinearWarmupDecay, parameter_groups
+from multibert.finetune.classification import SequenceClassificationTask
+from multibert.finetune.metrics import class_counts, macro_f1
 
 WORDNET = Path(__file__).resolve().parents[1] / "datamodules" / "data" / "wordnet"
 
@@ -67,8 +68,9 @@ class _Clock(pl.Callback):
 def run_multibert(args, config, labels, train, val) -> dict:
     torch.manual_seed(args.seed)
     task = SequenceClassificationTask(
-        config, labels=labels, init_from=args.checkpoint, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup, window_pooling="first",
+        config, labels=labels, init_from=args.checkpoint, window_pooling="first",
+        optimizer=functools.partial(AdamW, lr=args.lr, weight_decay=args.weight_decay),
+        lr_scheduler=functools.partial(LinearWarmupDecay, warmup_steps=args.warmup),
     )
     clock = _Clock()
     trainer = pl.Trainer(
@@ -83,7 +85,8 @@ def run_multibert(args, config, labels, train, val) -> dict:
 
 
 def run_transformers(args, labels, train, val) -> dict:
-    from transformers import BertConfig as HFConfig, BertForSequenceClassification
+    from transformers import BertConfig as HFConfig
+    from transformers import BertForSequenceClassification
 
     torch.manual_seed(args.seed)
     hf_config = HFConfig.from_pretrained(args.checkpoint, num_labels=len(labels), attn_implementation="sdpa")
@@ -94,9 +97,7 @@ def run_transformers(args, labels, train, val) -> dict:
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr, betas=(0.9, 0.999), eps=1e-6,
     )
-    total = len(train)
-    warmup = int(args.warmup * total) if 0 < args.warmup < 1 else int(args.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup, total))
+    scheduler = LinearWarmupDecay(optimizer, warmup_steps=args.warmup, total_steps=len(train))
     model.train()
     start = time.perf_counter()
     for b in train:
@@ -121,7 +122,7 @@ def interleaved_step_times(task, hf_model, args, train: list) -> dict[str, float
 
     task.train()
     hf_model.train()
-    ours = torch.optim.AdamW(task.optimizer_groups(), lr=args.lr * 0.01, eps=1e-6)
+    ours = torch.optim.AdamW(parameter_groups(task), lr=args.lr * 0.01, eps=1e-6)
     theirs = torch.optim.AdamW(hf_model.parameters(), lr=args.lr * 0.01, eps=1e-6)
     times: dict[str, list[float]] = {"multibert": [], "transformers": []}
     for i in range(args.interleaved_steps):

@@ -15,6 +15,7 @@ fine-tuning epoch (one patient per step).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import resource
@@ -26,9 +27,17 @@ import warnings
 import lightning.pytorch as pl
 import torch
 
-from datamodules.ehr import EHRDataModule
-from multibert.config import BertConfig
-from multibert.tasks.gbert import GBertPretrainTask, GBertRecommendTask
+from datamodules.ehr.datamodule import EHRDataModule
+from multibert.core.config import BertConfig
+from multibert.core.optim import AdamW, LinearWarmupDecay
+from multibert.gbert.adapter import OntologyAdapter
+from multibert.gbert.task import GBertPretrainTask, GBertRecommendTask
+
+#: the shipped G-BERT configs' optimisation (configs/gbert/*.yaml)
+OPTIMISATION = dict(
+    optimizer=functools.partial(AdamW, lr=5e-4, eps=1e-8, weight_decay=0.0),
+    lr_scheduler=functools.partial(LinearWarmupDecay, warmup_steps=0),
+)
 
 
 class EpochTimer(pl.Callback):
@@ -114,9 +123,10 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as root:
         pre_timer, fine_timer = EpochTimer(), EpochTimer()
-        pretrain = GBertPretrainTask(config, pre_dm.dx_codes, pre_dm.rx_codes)
+        adapter = functools.partial(OntologyAdapter, dx_codes=pre_dm.dx_codes, rx_codes=pre_dm.rx_codes)
+        pretrain = GBertPretrainTask(config, adapter, **OPTIMISATION)
         trainer(args, args.pretrain_epochs, root, pre_timer).fit(pretrain, pre_dm)
-        model = GBertRecommendTask(config, fine_dm.dx_codes, fine_dm.rx_codes)
+        model = GBertRecommendTask(config, adapter, **OPTIMISATION)
         missing = model.load_state_dict(pretrain.state_dict(), strict=False).missing_keys
         assert all(k.startswith(("medication_head", "metrics")) for k in missing), missing
         fine = trainer(args, args.finetune_epochs, root, fine_timer)

@@ -29,12 +29,12 @@ import torch
 from transformers import BertConfig as HFConfig
 from transformers import BertForPreTraining
 
-from datamodules.batch import TokenBatch
 from datamodules.masking import mask_tokens
-from datamodules.text import EpochSampler, TextPretrainingDataModule, collate_tokens
-from multibert.config import BertConfig
-from multibert.convert import hf_to_multibert
-from multibert.tasks.pretraining import PretrainingTask
+from datamodules.text.datamodule import EpochSampler, TextPretrainingDataModule, collate_tokens
+from multibert.core.batch import TokenBatch
+from multibert.core.config import BertConfig
+from multibert.core.convert import hf_to_multibert
+from multibert.core.pretraining import PretrainingTask
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,8 @@
-"""LightningDataModules that turn each modality's raw data into typed batches (:mod:`datamodules.batch`)."""
+"""LightningDataModules that turn each modality's raw data into typed batches (:mod:`multibert.core.batch`)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 #: The folder that holds the repository's (and the installed package's) ``datamodules/``.
@@ -16,3 +17,8 @@ def resolve_path(path: str | Path) -> Path:
         return path
     shipped = PACKAGE_ROOT / path
     return shipped if shipped.exists() else path
+
+
+def default_cache_dir() -> Path:
+    """Where vocabularies and token caches go: ``$MULTIBERT_CACHE``, else ``~/.cache/multibert``."""
+    return Path(os.environ.get("MULTIBERT_CACHE", Path.home() / ".cache" / "multibert"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.batch import IGNORE_INDEX
+from multibert.core.batch import IGNORE_INDEX
 
 
 def mask_tokens(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -69,27 +69,3 @@ def continuation_mask(tokenizer: BertWordPieceTokenizer) -> np.ndarray:
     for token, i in vocab.items():
         mask[i] = token.startswith("##")
     return mask
-
-
-def iter_corpus_text(files: Iterable[str | Path]) -> Iterator[str]:
-    """Every text line of plain-text or JSONL (``text`` field) corpus files, for vocabulary training."""
-    from datamodules.corpus import read_documents
-
-    for document in read_documents(files):
-        yield from document
-
-
-def train_vocab(*, corpus: list[str], out: str, vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2) -> None:
-    """Train a WordPiece vocabulary on a corpus (``multibert vocab``).
-
-    Args:
-        corpus: corpus files: plain text (one sentence per line, blank line between documents) or JSONL with a
-            ``text`` field.
-        out: where to write ``vocab.txt``.
-        vocab_size: target vocabulary size (special tokens included).
-        lowercase: lower-case and strip accents (uncased BERT).
-        min_frequency: minimum count of a merge.
-    """
-    path = train_wordpiece(iter_corpus_text(corpus), vocab_size, out, lowercase, min_frequency)
-    size = sum(1 for _ in open(path, encoding="utf-8"))
-    print(f"wrote {size} tokens to {path}")

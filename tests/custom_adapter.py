@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from multibert.adapters.base import Adapter, AdapterOutput
-from multibert.config import BertConfig
+from multibert.core.adapter import Adapter, AdapterOutput
+from multibert.core.config import BertConfig
 
 
 class SinusoidalAdapter(Adapter):

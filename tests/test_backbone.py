@@ -10,12 +10,12 @@ import torch
 from transformers import BertConfig as HFConfig
 from transformers import BertForPreTraining, BertModel
 
-from datamodules.batch import TokenBatch
 from datamodules.tokenizer import load_wordpiece
-from multibert.backbone import Backbone
-from multibert.config import BertConfig
-from multibert.convert import hf_to_multibert, multibert_to_hf, read_hf_checkpoint
-from multibert.tasks.pretraining import PretrainingTask
+from multibert.core.backbone import Backbone
+from multibert.core.batch import TokenBatch
+from multibert.core.config import BertConfig
+from multibert.core.convert import hf_to_multibert, multibert_to_hf, read_hf_checkpoint
+from multibert.core.pretraining import PretrainingTask
 
 TINY = dict(
     vocab_size=99,

@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from multibert.cli import MultiBertCLI, main
-from multibert.export import load_task
-from multibert.tasks.pretraining import PretrainingTask
+from multibert.core.pretraining import PretrainingTask
+from multibert.core.task import EncoderTask
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -72,7 +72,7 @@ def test_quickstart_config_trains_with_falling_loss():
         [
             "fit", "-c", str(CONFIGS / "quickstart.yaml"),
             "--data.corpus", SAMPLE, "--data.train_vocab_size=1000", "--data.batch_size=8",
-            "--model.init_args.warmup_steps=2", "--model.init_args.lr=3e-3",
+            "--model.init_args.lr_scheduler.init_args.warmup_steps=2", "--model.init_args.optimizer.init_args.lr=3e-3",
             "--trainer.max_steps=40", "--trainer.val_check_interval=20", "--trainer.limit_val_batches=2",
             "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
         ]
@@ -111,7 +111,7 @@ def test_resume_from_last_equals_uninterrupted_run_and_exports(tmp_path, monkeyp
     assert task.config.vocab_size == resumed["hyper_parameters"]["config"]["vocab_size"]
     for key, value in task.state_dict().items():
         assert torch.equal(value, resumed["state_dict"][key]), key
-    assert isinstance(load_task("runs/multibert/checkpoints/last.ckpt"), PretrainingTask)
+    assert isinstance(EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt"), PretrainingTask)
 
     main(["export", "--checkpoint", "runs/multibert/checkpoints/last.ckpt", "--out", "hf"])
     from transformers import BertForPreTraining
@@ -119,7 +119,7 @@ def test_resume_from_last_equals_uninterrupted_run_and_exports(tmp_path, monkeyp
     hf = BertForPreTraining.from_pretrained("hf").eval()
     task.eval()
     ids = torch.randint(5, task.config.vocab_size, (2, 12))
-    from datamodules.batch import TokenBatch
+    from multibert.core.batch import TokenBatch
 
     batch = TokenBatch(ids, torch.ones_like(ids), torch.zeros_like(ids))
     with torch.no_grad():
@@ -129,7 +129,7 @@ def test_resume_from_last_equals_uninterrupted_run_and_exports(tmp_path, monkeyp
     assert len(open("hf/vocab.txt").read().split()) == task.config.vocab_size
 
 
-def test_user_adapter_by_class_path_trains(tmp_path):
+def test_user_adapter_by_class_path_trains(tmp_path, monkeypatch):
     (tmp_path / "adapter.yaml").write_text(
         "model:\n  init_args:\n    adapter:\n      class_path: custom_adapter.SinusoidalAdapter\n"
         "      init_args: {scale: 2.0}\n"
@@ -137,7 +137,10 @@ def test_user_adapter_by_class_path_trains(tmp_path):
     _tiny("-c", str(tmp_path / "adapter.yaml"), "--trainer.max_steps=5", "--trainer.log_every_n_steps=1")
     ckpt = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["adapter"] == {"class_path": "custom_adapter.SinusoidalAdapter", "init_args": {"scale": 2.0}}
-    reloaded = load_task("runs/multibert/checkpoints/last.ckpt")
+    with pytest.raises(ValueError, match="outside the trusted modules"):  # a checkpoint names code: opt in first
+        EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
+    monkeypatch.setenv("MULTIBERT_TRUSTED_MODULES", "custom_adapter.")
+    reloaded = EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
     assert type(reloaded.encoder.adapter).__name__ == "SinusoidalAdapter" and reloaded.encoder.adapter.scale == 2.0
     assert "encoder.adapter.word_embeddings.weight" in ckpt["state_dict"]
     assert not any("position_embeddings" in k for k in ckpt["state_dict"])
@@ -162,7 +165,7 @@ def test_init_from_hf_checkpoint_continues_pretraining():
         "--model.init_args.config.max_position_embeddings=512", f"--model.init_args.init_from={directory}",
     ]
     _tiny(*arch, f"--data.vocab_file={directory / 'vocab.txt'}", "--trainer.max_steps=2",
-          "--model.init_args.lr=1e-5", "--data.batch_size=2", "--trainer.limit_val_batches=0")
+          "--model.init_args.optimizer.init_args.lr=1e-5", "--data.batch_size=2", "--trainer.limit_val_batches=0")
     state = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     original = load_file(directory / "model.safetensors")["embeddings.word_embeddings.weight"]
     change = (state["encoder.adapter.word_embeddings.weight"] - original).abs().max()

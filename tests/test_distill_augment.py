@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.augment import MLMCandidates, augment_text, load_mlm_model
 from datamodules.tokenizer import load_wordpiece, train_wordpiece
 from multibert.cli import main
-from multibert.config import BertConfig
-from multibert.tasks.pretraining import PretrainingTask
+from multibert.commands.augment import MLMCandidates, augment_text, load_mlm_model
+from multibert.core.config import BertConfig
+from multibert.core.pretraining import PretrainingTask
 
 ROOT = Path(__file__).parents[1]
 SAMPLE = ROOT / "datamodules" / "data" / "shakespeare_sample.txt"
@@ -65,7 +65,7 @@ def test_candidates_are_the_masked_lm_top_k(mlm_dir):
 
 
 def test_augment_text_replaces_words_at_their_offsets():
-    from datamodules.augment import Word
+    from multibert.commands.augment import Word
 
     text = "The king is dead."
     words = [Word(0, 3, 1, 0), Word(4, 8, 2, 0), Word(12, 16, 4, 0)]
@@ -110,7 +110,7 @@ def test_augment_refuses_a_model_without_mlm_head(tmp_path):
     with pytest.raises(ValueError, match="cls.predictions"):
         load_mlm_model(gt.get_model_path())
     _write_jsonl(tmp_path / "x.jsonl", [{"body": "no text field"}])
-    from datamodules.augment import read_records
+    from multibert.commands.augment import read_records
 
     with pytest.raises(ValueError, match="x.jsonl:1: expected an object with a string field 'text'"):
         read_records(tmp_path / "x.jsonl", "text")

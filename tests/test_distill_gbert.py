@@ -4,6 +4,7 @@ G-BERT student with the same ontology adapter and code vocabularies, reading the
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from pathlib import Path
 
@@ -11,17 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.ehr import EHRDataModule, GBertPretrainBatch, _visit_tokens
-from multibert.adapters.ontology import OntologyAdapter
+from datamodules.ehr.datamodule import EHRDataModule, _visit_tokens
 from multibert.cli import main
-from multibert.config import BertConfig
-from multibert.export import load_task
-from multibert.tasks.distillation import DistillationTask
+from multibert.core.config import BertConfig
+from multibert.core.task import EncoderTask
+from multibert.distill.task import DistillationTask
+from multibert.gbert.adapter import OntologyAdapter
+from multibert.gbert.batch import GBertPretrainBatch
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 DX = ["25001", "25002", "4019", "042", "V4581"]
 RX = ["N02B", "N02A", "A10B", "C07A"]
+ADAPTER = functools.partial(OntologyAdapter, dx_codes=DX, rx_codes=RX)
 
 
 def _config(hidden: int, layers: int) -> BertConfig:
@@ -38,13 +41,14 @@ def _batch() -> GBertPretrainBatch:
 
 
 def test_config_teacher_shares_the_vocabularies_and_intermediate_terms_fall():
-    task = DistillationTask(_config(8, 1), dx_codes=DX, rx_codes=RX, teacher_config=_config(16, 2), input_field="visits",
+    task = DistillationTask(_config(8, 1), ADAPTER, teacher_config=_config(16, 2), input_field="visits",
                             prediction="none", add_pooler=False, alpha_embedding=1.0, alpha_attention=1.0, alpha_hidden=1.0)
     task.build_teacher()
-    for adapter in (task.encoder.adapter, task.teacher.encoder.adapter):  # the default adapter gets the vocabularies
-        assert isinstance(adapter, OntologyAdapter) and adapter.dx_tree.codes[:len(DX)] == DX and adapter.num_rx == len(RX)
+    for adapter in (task.encoder.adapter, task.teacher.encoder.adapter):  # the teacher takes the student's adapter
+        assert isinstance(adapter, OntologyAdapter) and adapter.dx_codes == DX and adapter.num_rx == len(RX)
     assert task.teacher_layers == [2] and task.hidden_projection.dense.weight.shape == (16, 8)
-    assert task.hparams.adapter == {"class_path": "multibert.adapters.ontology.OntologyAdapter", "init_args": {}}
+    assert task.hparams.adapter == {"class_path": "multibert.gbert.adapter.OntologyAdapter",
+                                    "init_args": {"dx_codes": DX, "rx_codes": RX}}
     batch = _batch()
     optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-2)
     task.train()
@@ -62,12 +66,12 @@ def test_config_teacher_shares_the_vocabularies_and_intermediate_terms_fall():
 
 
 def test_configuration_errors_name_the_field():
-    with pytest.raises(ValueError, match="dx_codes and model.rx_codes"):
-        DistillationTask(_config(8, 1), dx_codes=DX, teacher_config=_config(16, 2), prediction="none", alpha_hidden=1.0)
+    with pytest.raises(ValueError, match="needs non-empty dx_codes and rx_codes"):
+        DistillationTask(_config(8, 1), functools.partial(OntologyAdapter, dx_codes=DX), teacher_config=_config(16, 2),
+                         prediction="none", alpha_hidden=1.0)
     with pytest.raises(ValueError, match="prediction='mlm'"):  # the ontology adapter has no token embedding
-        DistillationTask(_config(8, 1), dx_codes=DX, rx_codes=RX, teacher_config=_config(16, 2), alpha_ce=1.0)
-    task = DistillationTask(_config(8, 1), dx_codes=DX, rx_codes=RX, teacher_config=_config(16, 2), prediction="none",
-                            alpha_hidden=1.0)
+        DistillationTask(_config(8, 1), ADAPTER, teacher_config=_config(16, 2), alpha_ce=1.0)
+    task = DistillationTask(_config(8, 1), ADAPTER, teacher_config=_config(16, 2), prediction="none", alpha_hidden=1.0)
     with pytest.raises(ValueError, match=r"\['visits'\]: set model.input_field"):
         task.losses(_batch())
     task.hparams.input_field = "visit"
@@ -99,26 +103,27 @@ def test_cli_distils_a_gbert_pretraining_checkpoint(tmp_path, monkeypatch):
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert state and not any(k.startswith("teacher.") for k in state)
     codes = EHRDataModule(task="pretrain", synthetic_patients=200)
-    student = load_task(ckpt)
+    student = EncoderTask.from_checkpoint(ckpt)
     assert isinstance(student, DistillationTask) and student.teacher is None
-    assert isinstance(student.encoder.adapter, OntologyAdapter) and student.codes["rx_codes"] == codes.rx_codes
+    assert isinstance(student.encoder.adapter, OntologyAdapter) and student.encoder.adapter.rx_codes == codes.rx_codes
     assert student.config.hidden_size == 16
     assert torch.equal(student.encoder.adapter.special, state["encoder.adapter.special"])
     # and it initialises G-BERT's recommender of the student's sizes
-    from multibert.tasks.gbert import GBertRecommendTask
+    from multibert.gbert.task import GBertRecommendTask
 
-    recommender = GBertRecommendTask(student.config, codes.dx_codes, codes.rx_codes, adapter=student.hparams.adapter,
-                                     init_from=str(ckpt))
+    recommender = GBertRecommendTask(student.config, adapter=student.hparams.adapter, init_from=str(ckpt))
     recommender.setup("fit")
     assert torch.equal(recommender.encoder.backbone.blocks[0].mlp.fc.weight, state["encoder.backbone.blocks.0.mlp.fc.weight"])
 
     # 4. the teacher's vocabularies must be the student's
-    other = DistillationTask(_config(8, 1), dx_codes=codes.dx_codes[::-1], rx_codes=codes.rx_codes,
-                             teacher_from=str(teacher), input_field="visits", prediction="none", alpha_hidden=1.0)
+    reversed_codes = functools.partial(OntologyAdapter, dx_codes=codes.dx_codes[::-1], rx_codes=codes.rx_codes)
+    other = DistillationTask(_config(8, 1), reversed_codes, teacher_from=str(teacher), input_field="visits",
+                             prediction="none", alpha_hidden=1.0)
     with pytest.raises(ValueError, match="dx_codes"):
         other.build_teacher()
-    same = DistillationTask(_config(8, 1), dx_codes=codes.dx_codes, rx_codes=codes.rx_codes, teacher_from=str(teacher),
-                            input_field="visits", prediction="none", alpha_hidden=1.0)
+    same_codes = functools.partial(OntologyAdapter, dx_codes=codes.dx_codes, rx_codes=codes.rx_codes)
+    same = DistillationTask(_config(8, 1), same_codes, teacher_from=str(teacher), input_field="visits",
+                            prediction="none", alpha_hidden=1.0)
     same.build_teacher()
     theirs = torch.load(teacher, map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(same.teacher.encoder.adapter.special, theirs["encoder.adapter.special"])

@@ -1,4 +1,4 @@
-"""Distillation pieces (multibert/distill.py): each loss term against a hand computation on tiny tensors, the T²
+"""Distillation pieces (multibert/distill/losses.py): each loss term against a hand computation on tiny tensors, the T²
 scaling, projections, layer maps and DistilBERT's layer initialisation."""
 
 from __future__ import annotations
@@ -8,21 +8,11 @@ import math
 import pytest
 import torch
 
-from multibert.adapters.text import TextAdapter
-from multibert.config import BertConfig
-from multibert.distill import (
-    Projection,
-    attention_mse,
-    check_layer_map,
-    copy_matching,
-    cosine_hidden_loss,
-    init_student_from_teacher,
-    masked_mse,
-    soft_cross_entropy,
-    soft_target_kl,
-    uniform_layer_map,
-)
-from multibert.model import Encoder
+from multibert.core.config import BertConfig
+from multibert.core.encoder import Encoder
+from multibert.core.text_adapter import TextAdapter
+from multibert.distill.layers import Projection, check_layer_map, copy_matching, init_student_from_teacher, uniform_layer_map
+from multibert.distill.losses import attention_mse, cosine_hidden_loss, masked_mse, soft_cross_entropy, soft_target_kl
 
 
 def _softmax(row: list[float]) -> list[float]:

@@ -1,4 +1,4 @@
-"""The distillation task (multibert/tasks/distillation.py): teachers from a Hugging Face directory, a multibert
+"""The distillation task (multibert/distill/task.py): teachers from a Hugging Face directory, a multibert
 checkpoint or a config; DistilBERT's initialisation; TinyBERT's layer map; training through the CLI with a
 falling distillation loss; a VideoBERT student through the same task; student-only checkpoints and export."""
 
@@ -14,9 +14,9 @@ import yaml
 from safetensors.torch import load_file
 
 from multibert.cli import main
-from multibert.config import BertConfig
-from multibert.export import load_task
-from multibert.tasks.distillation import DistillationTask
+from multibert.core.config import BertConfig
+from multibert.core.task import EncoderTask
+from multibert.distill.task import DistillationTask
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -47,7 +47,7 @@ def _series(rows: list[dict], key: str) -> list[float]:
 
 
 def _text_batch(B: int = 2, T: int = 9, V: int = 30522, seed: int = 0):
-    from datamodules.batch import IGNORE_INDEX, TokenBatch
+    from multibert.core.batch import IGNORE_INDEX, TokenBatch
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000, V, (B, T), generator=g)
@@ -162,7 +162,7 @@ def test_cli_distils_a_pretrained_teacher_checkpoint_with_falling_loss(isolated)
     assert augmented[0] == "the king is dead" and len(augmented) > 2
 
     teacher.unlink()  # loading and exporting the student must not need the teacher
-    student = load_task(ckpt)
+    student = EncoderTask.from_checkpoint(ckpt)
     assert isinstance(student, DistillationTask) and student.config.num_hidden_layers == 1 and student.teacher is None
     assert torch.equal(student.encoder.backbone.blocks[0].attn.qkv.weight, state["encoder.backbone.blocks.0.attn.qkv.weight"])
     main(["export", "--checkpoint", str(ckpt), "--out", "hf_student"])
@@ -220,10 +220,10 @@ def test_task_distillation_of_a_classifier_on_wordnet(isolated):
     assert sum(hidden[-5:]) < sum(hidden[:5])
     assert _series(rows, "val/teacher_acc") and _series(rows, "val/student_acc")
 
-    from multibert.tasks.classification import SequenceClassificationTask
+    from multibert.finetune.classification import SequenceClassificationTask
 
     ckpt = sorted(Path("runs").rglob("last.ckpt"))[-1]
-    distilled = load_task(ckpt)
+    distilled = EncoderTask.from_checkpoint(ckpt)
     assert distilled.labels is not None and len(distilled.labels) == distilled.num_labels
     clf = SequenceClassificationTask(distilled.config, labels=distilled.labels, init_from=str(ckpt))
     clf.load_pretrained(ckpt)

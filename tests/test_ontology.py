@@ -1,4 +1,4 @@
-"""ICD-9 / ATC trees from code strings (multibert.ontology)."""
+"""ICD-9 / ATC trees from code strings (multibert.gbert.ontology)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from multibert.ontology import OntologyTree, atc_chapter, icd9_chapter, normalize_atc, normalize_icd9
+from multibert.gbert.ontology import OntologyTree, atc_chapter, icd9_chapter, normalize_atc, normalize_icd9
 
 
 def test_icd9_tree_nodes_edges_and_ancestors() -> None:

@@ -7,22 +7,29 @@ import functools
 import lightning.pytorch as pl
 import pytest
 import torch
-
 from custom_adapter import SinusoidalAdapter
-from multibert.config import BertConfig
-from multibert.tasks.base import linear_warmup_decay, resolve_adapter
-from multibert.tasks.pretraining import PretrainingTask
+
+from multibert.core.adapter import Adapter
+from multibert.core.checkpoint import from_spec
+from multibert.core.config import BertConfig
+from multibert.core.optim import LinearWarmupDecay, warmup_decay_factor
+from multibert.core.pretraining import PretrainingTask
 
 CFG = dict(vocab_size=50, hidden_size=32, num_attention_heads=2, num_hidden_layers=1, intermediate_size=40)
 
 
-def test_python_built_task_reloads_with_weights_only(tmp_path):
+def test_python_built_task_reloads_with_weights_only(tmp_path, monkeypatch):
     task = PretrainingTask(BertConfig(**CFG), adapter=functools.partial(SinusoidalAdapter, scale=2.0))
     assert task.hparams["adapter"] == {"class_path": "custom_adapter.SinusoidalAdapter", "init_args": {"scale": 2.0}}
     assert task.hparams["config"]["hidden_size"] == 32  # plain data, no dataclass in the checkpoint
+    assert task.hparams["optimizer"] == {"class_path": "multibert.core.optim.AdamW", "init_args": {}}
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, max_steps=0)
     trainer.strategy.connect(task)
     trainer.save_checkpoint(tmp_path / "x.ckpt")
+    # a checkpoint may name only trusted modules: the test's own adapter module must be allowed first
+    with pytest.raises(ValueError, match="'custom_adapter.SinusoidalAdapter', outside the trusted modules"):
+        PretrainingTask.load_from_checkpoint(tmp_path / "x.ckpt", weights_only=True)
+    monkeypatch.setenv("MULTIBERT_TRUSTED_MODULES", "custom_adapter.")
     again = PretrainingTask.load_from_checkpoint(tmp_path / "x.ckpt", weights_only=True)
     assert isinstance(again.encoder.adapter, SinusoidalAdapter) and again.encoder.adapter.scale == 2.0
     for (name, a), b in zip(task.state_dict().items(), again.state_dict().values()):
@@ -30,13 +37,17 @@ def test_python_built_task_reloads_with_weights_only(tmp_path):
 
 
 def test_adapter_class_path_must_be_an_adapter():
-    with pytest.raises(ValueError, match="'torch.nn.Linear' is not a multibert Adapter"):
-        resolve_adapter({"class_path": "torch.nn.Linear"})
+    with pytest.raises(ValueError, match="'torch.nn.Linear' is not a multibert.core.adapter.Adapter"):
+        from_spec({"class_path": "torch.nn.Linear"}, Adapter, "model.adapter")
 
 
-def test_no_weight_decay_on_biases_and_layernorm():
-    task = PretrainingTask(BertConfig(**CFG), weight_decay=0.1)
-    decay, no_decay = task.optimizer_groups()
+def test_any_configured_optimizer_keeps_bert_no_decay_groups():
+    # what `--model.optimizer torch.optim.SGD --model.optimizer.weight_decay 0.1 --model.lr_scheduler null` builds
+    sgd = functools.partial(torch.optim.SGD, lr=0.1, weight_decay=0.1)
+    task = PretrainingTask(BertConfig(**CFG), optimizer=sgd, lr_scheduler=None)
+    optimizer = task.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     ids = {id(p) for g in (decay, no_decay) for p in g["params"]}
@@ -45,9 +56,14 @@ def test_no_weight_decay_on_biases_and_layernorm():
 
 
 def test_linear_warmup_then_linear_decay():
-    f = linear_warmup_decay(warmup_steps=4, total_steps=12)
+    f = functools.partial(warmup_decay_factor, warmup_steps=4, total_steps=12)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert f(4) == 1.0 and f(8) == 0.5 and f(12) == 0.0 and f(20) == 0.0
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    schedule = LinearWarmupDecay(optimizer, warmup_steps=0.25, total_steps=12)  # a fraction of all steps
+    assert schedule.warmup_steps == 3 and optimizer.param_groups[0]["lr"] == pytest.approx(2.0 / 3)
+    with pytest.raises(ValueError, match="needs total_steps"):
+        LinearWarmupDecay(optimizer, total_steps=None)
 
 
 def test_freeze_keeps_named_parameters_fixed():

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamodules.batch import IGNORE_INDEX
 from datamodules.masking import mask_tokens
-from datamodules.text import EpochSampler, TextPretrainingDataModule, collate_tokens, truncate_pair
+from datamodules.text.datamodule import EpochSampler, TextPretrainingDataModule, collate_tokens, truncate_pair
+from multibert.core.batch import IGNORE_INDEX
 
 SAMPLE = Path(__file__).parents[1] / "datamodules" / "data" / "shakespeare_sample.txt"
 

@@ -1,4 +1,4 @@
-"""The video adapter: text vocabulary + [>] + visual words (multibert.adapters.video)."""
+"""The video adapter: text vocabulary + [>] + visual words (multibert.video.adapter)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from functools import partial
 import pytest
 import torch
 
-from datamodules.batch import TokenBatch
-from multibert.adapters.video import VideoAdapter, centroid_rows
-from multibert.config import BertConfig
-from multibert.convert import hf_to_multibert, load_into, read_hf_checkpoint
-from multibert.tasks.pretraining import PretrainingTask
+from multibert.core.batch import TokenBatch
+from multibert.core.config import BertConfig
+from multibert.core.convert import hf_to_multibert, load_into, read_hf_checkpoint
+from multibert.core.pretraining import PretrainingTask
+from multibert.video.adapter import VideoAdapter, centroid_rows
 from multibert.video.quantize import HierarchicalKMeans
 
 V_TEXT, D = 99, 20

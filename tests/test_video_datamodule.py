@@ -1,4 +1,4 @@
-"""VideoBERT examples: sequence format, segment ids, regimes, alignment pairs, augmentation (datamodules.video)."""
+"""VideoBERT examples: sequence format, segment ids, regimes, alignment pairs, augmentation (datamodules.video.datamodule)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.batch import IGNORE_INDEX
-from datamodules.video import VideoTextDataModule, collate
+from datamodules.video.datamodule import VideoTextDataModule, collate
+from multibert.core.batch import IGNORE_INDEX
 from multibert.video.tokenize import tokenize_videos
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cut", "the", "onion", "add", "salt", "stir", "pot", "now"]

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from datamodules.synthetic.video import write_video
+from datamodules.video.synthetic import write_video
 from multibert.video.decode import SkipLog, expected_clips, iter_clips, iter_frames, list_videos, safe_clips
 
 

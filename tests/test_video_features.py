@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.synthetic.video import draw_action
+from datamodules.video.synthetic import draw_action
 from multibert.video.features import LightFeatures, R3D18Features, S3DFeatures, build_extractor
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from datamodules.synthetic.video import make_synthetic_videos
+from datamodules.video.synthetic import make_synthetic_videos
 from multibert.video.quantize import HierarchicalKMeans
 from multibert.video.tokenize import read_words, tokenize_videos
 

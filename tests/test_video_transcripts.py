@@ -1,4 +1,4 @@
-"""Transcript readers: WebVTT, SRT, YouCook2 JSON, HowTo100M JSON (datamodules.transcripts)."""
+"""Transcript readers: WebVTT, SRT, YouCook2 JSON, HowTo100M JSON (datamodules.video.transcripts)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from datamodules.transcripts import Sentence, load_transcripts, read_srt, read_transcript_json, read_webvtt
+from datamodules.video.transcripts import Sentence, load_transcripts, read_srt, read_transcript_json, read_webvtt
 
 VTT = """WEBVTT
 Kind: captions

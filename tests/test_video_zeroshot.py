@@ -1,4 +1,4 @@
-"""Zero-shot fill-in-the-blank pieces (multibert.video.zeroshot)."""
+"""Zero-shot fill-in-the-blank pieces (multibert.commands.zeroshot_video)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ import pytest
 import torch
 
 from datamodules.tokenizer import load_wordpiece
-from datamodules.video import video_vocab
-from multibert.adapters.video import VideoAdapter
-from multibert.config import BertConfig
-from multibert.tasks.pretraining import PretrainingTask
+from datamodules.video.datamodule import video_vocab
+from multibert.commands.zeroshot_video import (
+    TEMPLATE,
+    evaluate_zeroshot,
+    label_ids,
+    read_labels,
+    template_ids,
+    topk_hits,
+)
+from multibert.core.config import BertConfig
+from multibert.core.pretraining import PretrainingTask
+from multibert.video.adapter import VideoAdapter
 from multibert.video.quantize import HierarchicalKMeans
-from multibert.video.zeroshot import TEMPLATE, evaluate_zeroshot, label_ids, read_labels, template_ids, topk_hits
 
 SHIPPED = "datamodules/data/videobert_synthetic"
 
@@ -67,7 +74,7 @@ def test_a_model_that_knows_the_answer_scores_full_marks():
 
 
 def test_wrong_codebook_is_refused(tmp_path):
-    from multibert.video.zeroshot import load_video_task
+    from multibert.commands.zeroshot_video import load_video_task
 
     book = f"{SHIPPED}/tokens/codebook.safetensors"
     vocab = video_vocab(f"{SHIPPED}/vocab.txt", book)

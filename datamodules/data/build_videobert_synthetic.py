@@ -2,7 +2,7 @@
 
     python datamodules/data/build_videobert_synthetic.py [OUT]
 
-Draws the synthetic video set (:mod:`datamodules.synthetic.video`) in a temporary folder, tokenizes the training
+Draws the synthetic video set (:mod:`datamodules.video.synthetic`) in a temporary folder, tokenizes the training
 videos with the weight-free light extractor (10 fps, 15-frame clips of 1.5 s, 32 px, hierarchical k-means d=2,
 k=8 → 64 visual words) and the held-out videos with the same codebook, and keeps only what training and
 zero-shot evaluation read: the WordPiece vocabulary, the WebVTT transcripts, the two token folders (codebook,
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from datamodules.synthetic.video import make_synthetic_videos
+from datamodules.video.synthetic import make_synthetic_videos
 from multibert.video.tokenize import tokenize_videos
 
 SETTINGS = dict(extractor="light", fps=10.0, clip_frames=15, size=32, depth=2, branching=16, progress=False)

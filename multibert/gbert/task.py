@@ -1,0 +1,200 @@
+"""G-BERT (Shang et al., 2019, "Pre-training of Graph Augmented Transformers for Medication Recommendation",
+arXiv 1906.00346): pretraining on single visits and medication recommendation over patients' visit histories.
+
+Both tasks share the shared BERT :class:`~multibert.core.backbone.Backbone` behind the
+:class:`~multibert.gbert.adapter.OntologyAdapter`; a visit's diagnosis and medication sequences are encoded in
+one backbone call and read at ``[CLS]`` (no pooler, as in the authors' code).
+
+- :class:`GBertPretrainTask`: masked code sets in, four multi-label heads out (:mod:`multibert.gbert.heads`).
+- :class:`GBertRecommendTask`: predicts each visit t ≥ 2's medications from the past; initialised from a
+  pretraining checkpoint (``init_from``) or from scratch (the paper's "P-" ablation). It also owns the pretraining
+  heads, so G-BERT's alternating schedule (``data.alternate: [pretrain_epochs, finetune_epochs]``) runs as one fit:
+  each epoch is a round of pretraining passes then fine-tuning passes, validation PR-AUC picks the best round's
+  checkpoint, and ``multibert test --ckpt_path <best>`` scores it once on the test patients.
+
+Metric names: ``{stage}/jaccard``, ``{stage}/prauc``, ``{stage}/f1`` and, with a DDI file, ``{stage}/ddi_rate``.
+Deviations from the authors' code, on purpose: no answer leakage in fine-tuning (see :mod:`multibert.gbert.heads`),
+diagnosis and medication sequences get types 0 / 1 in pretraining too (the authors give both type 0 there), and the
+``[CLS]`` position is not masked out of attention.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torchmetrics import MeanMetric
+
+from multibert.core.adapter import AdapterFactory
+from multibert.core.batch import TokenBatch
+from multibert.core.config import BertConfig
+from multibert.core.losses import multilabel_bce
+from multibert.core.task import EncoderTask
+from multibert.gbert.batch import GBertPretrainBatch, GBertRecommendBatch
+from multibert.gbert.ddi import DDIRate, load_ddi
+from multibert.gbert.heads import MedicationHead, PretrainHeads
+from multibert.gbert.losses import pretrain_loss
+from multibert.gbert.metrics import average_precision, f1, jaccard
+from multibert.gbert.writer import RecommendationWriter
+
+log = logging.getLogger(__name__)
+
+
+class GBertPretrainTask(EncoderTask):
+    """G-BERT pretraining: self-prediction (dx→dx, rx→rx) and dual prediction (dx→rx, rx→dx) of masked visits.
+
+    Logs ``{stage}/loss`` (sum of the four BCEs) and ``{stage}/dx2rx_prauc``, ``{stage}/rx2dx_prauc``.
+
+    Args:
+        config: encoder sizes (the paper: hidden 300, 2 layers, 4 heads, intermediate 300, relu, dropout 0.4).
+        adapter: G-BERT's :class:`~multibert.gbert.adapter.OntologyAdapter` and its options (``use_graph``,
+            ``graph_heads``, ...); the EHR datamodule links its ``dx_codes`` and ``rx_codes``.
+        **kwargs: ``init_from``, ``freeze``, ``optimizer``, ``lr_scheduler`` of
+            :class:`~multibert.core.task.EncoderTask` (the authors: Adam at 5e-4, constant).
+    """
+
+    #: the pretraining loss is the task's loss here; the recommender logs it apart from its own
+    pretrain_loss_name = "loss"
+    add_pooler = False  # the heads read [CLS] directly, as in the authors' code
+
+    def __init__(self, config: BertConfig, adapter: AdapterFactory | None = None, **kwargs: Any) -> None:
+        if adapter is None:
+            raise ValueError(
+                "G-BERT reads visits of medical codes: set model.adapter to multibert.gbert.adapter.OntologyAdapter "
+                "(the EHR datamodule links its dx_codes and rx_codes)"
+            )
+        super().__init__(config, adapter, **kwargs)
+        codes = self.encoder.adapter
+        if not (hasattr(codes, "dx_codes") and hasattr(codes, "rx_codes")):
+            raise ValueError(f"G-BERT needs an adapter with code vocabularies (dx_codes, rx_codes); got {type(codes).__name__}")
+        self.dx_codes, self.rx_codes = list(codes.dx_codes), list(codes.rx_codes)
+        self.pretrain_heads = PretrainHeads(self.config, len(self.dx_codes), len(self.rx_codes))
+        self.pretrain_metrics = torch.nn.ModuleDict(
+            {f"{s}_{n}": MeanMetric() for s in ("val", "test") for n in ("dx2rx_prauc", "rx2dx_prauc")}
+        )
+
+    def visit_vectors(self, visits: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``[CLS]`` vectors of the diagnosis and the medication sequences, encoded in one backbone call.
+
+        Shapes:
+            visits.input_ids: (2B, T) → two (B, H).
+        """
+        cls = self.encoder(visits).last_hidden_state[:, 0]  # (2B, H)
+        dx, rx = cls.chunk(2)  # (B, H), (B, H)
+        return dx, rx
+
+    def pretrain_step(self, batch: GBertPretrainBatch, stage: str) -> torch.Tensor:
+        logits = self.pretrain_heads(*self.visit_vectors(batch.visits))
+        loss = pretrain_loss(logits, batch.dx_labels, batch.rx_labels)
+        on_step = stage == "train"
+        self.log(f"{stage}/{self.pretrain_loss_name}", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(batch))
+        if stage != "train":
+            for key, scores, labels in (("dx2rx_prauc", logits.dx2rx, batch.rx_labels), ("rx2dx_prauc", logits.rx2dx, batch.dx_labels)):
+                metric = self.pretrain_metrics[f"{stage}_{key}"]
+                metric.update(average_precision(scores.float(), labels))
+                self.log(f"{stage}/{key}", metric, on_step=False, on_epoch=True, batch_size=len(batch))
+        return loss
+
+    def shared_step(self, batch: GBertPretrainBatch, stage: str) -> torch.Tensor:
+        return self.pretrain_step(batch, stage)
+
+    def code_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned diagnosis (Vd, H) and medication (Vr, H) code vectors (after the graph, if any)."""
+        adapter = self.encoder.adapter
+        with torch.no_grad():
+            return adapter.dx().detach().cpu(), adapter.rx().detach().cpu()
+
+
+class GBertRecommendTask(GBertPretrainTask):
+    """G-BERT medication recommendation (fine-tuning), optionally alternating with pretraining rounds.
+
+    Logs ``train/loss``, ``{val,test}/loss``, ``{val,test}/jaccard``, ``/prauc``, ``/f1`` (and ``/ddi_rate`` when
+    ``ddi_path`` is set); the best checkpoint is the one with the highest ``val/prauc``. ``predict`` writes each
+    target visit's recommended ATC codes with probabilities to ``predict_output`` (``.jsonl`` or ``.csv``).
+
+    Args:
+        config, adapter: see :class:`GBertPretrainTask`.
+        threshold: probability above which a medication is recommended (the paper: 0.3).
+        ddi_path: drug-drug-interaction file for the DDI rate (see :func:`~multibert.gbert.ddi.load_ddi`); linked
+            from the datamodule's ``ddi_path``.
+        **kwargs: as :class:`GBertPretrainTask`; ``init_from`` a pretraining (or earlier fine-tuning) checkpoint,
+            ``None`` trains from scratch (the paper's "P-").
+    """
+
+    pretrain_loss_name = "pretrain_loss"
+
+    def __init__(
+        self,
+        config: BertConfig,
+        adapter: AdapterFactory | None = None,
+        threshold: float = 0.3,
+        ddi_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold={threshold} must lie strictly between 0 and 1")
+        super().__init__(config, adapter, **kwargs)
+        self.medication_head = MedicationHead(self.config, len(self.rx_codes))
+        names = ("jaccard", "prauc", "f1")
+        self.metrics = torch.nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in ("val", "test") for n in names})
+        if ddi_path is not None:
+            adjacency = load_ddi(ddi_path, self.rx_codes)
+            self.metrics.update({f"{s}_ddi_rate": DDIRate(adjacency) for s in ("val", "test")})
+
+    def forward(self, batch: GBertRecommendBatch) -> torch.Tensor:
+        """Medication logits of every target visit.
+
+        Shapes:
+            batch.visits.input_ids: (2 Nv, T) → (Nt, Vr).
+        """
+        dx, rx = self.visit_vectors(batch.visits)  # (Nv, H), (Nv, H)
+        return self.medication_head(dx, rx, batch.first_visit, batch.target_visit)  # (Nt, Vr)
+
+    def recommend_step(self, batch: GBertRecommendBatch, stage: str) -> torch.Tensor:
+        logits = self(batch)
+        loss = multilabel_bce(logits, batch.rx_labels)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(batch))
+        if stage != "train":
+            scores = torch.sigmoid(logits.float())
+            pred = scores >= self.hparams.threshold
+            values = {"jaccard": jaccard(pred, batch.rx_labels), "prauc": average_precision(scores, batch.rx_labels), "f1": f1(pred, batch.rx_labels)}
+            for name, value in values.items():
+                self.metrics[f"{stage}_{name}"].update(value)
+            if f"{stage}_ddi_rate" in self.metrics:
+                self.metrics[f"{stage}_ddi_rate"].update(pred)
+                values["ddi_rate"] = None
+            for name in values:
+                self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], on_step=False, on_epoch=True, prog_bar=name == "prauc", batch_size=len(batch))
+        return loss
+
+    def shared_step(self, batch: GBertRecommendBatch | GBertPretrainBatch, stage: str) -> torch.Tensor:
+        if isinstance(batch, GBertPretrainBatch):  # a pretraining pass of the alternating schedule
+            return self.pretrain_step(batch, stage)
+        return self.recommend_step(batch, stage)
+
+    def predict_step(self, batch: GBertRecommendBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """One record per target visit: subject, admission, recommended ``[code, probability]`` pairs (highest
+        first) and the probability of every code above the threshold."""
+        probs = torch.sigmoid(self(batch).float()).cpu()  # (Nt, Vr)
+        records = []
+        for subject, hadm, p in zip(batch.subject_id.tolist(), batch.hadm_id.tolist(), probs):
+            chosen = torch.nonzero(p >= self.hparams.threshold).flatten()
+            chosen = chosen[p[chosen].argsort(descending=True)]
+            records.append({
+                "SUBJECT_ID": subject,
+                "HADM_ID": hadm,
+                "recommended": [[self.rx_codes[i], round(float(p[i]), 4)] for i in chosen.tolist()],
+            })
+        return records
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Keep the checkpoint with the best validation PR-AUC (and the last); write predictions."""
+        best = ModelCheckpoint(
+            monitor="val/prauc", mode="max", save_top_k=1, save_last=True,
+            filename="best-epoch{epoch}-prauc{val/prauc:.4f}", auto_insert_metric_name=False,
+        )
+        return [best, RecommendationWriter()]
