@@ -11,7 +11,13 @@ import torch
 from multibert.core.config import BertConfig
 from multibert.core.encoder import Encoder
 from multibert.core.text_adapter import TextAdapter
-from multibert.distill.layers import Projection, check_layer_map, copy_matching, init_student_from_teacher, uniform_layer_map
+from multibert.distill.layers import (
+    Projection,
+    check_layer_map,
+    copy_matching,
+    init_student_from_teacher,
+    uniform_layer_map,
+)
 from multibert.distill.losses import attention_mse, cosine_hidden_loss, masked_mse, soft_cross_entropy, soft_target_kl
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sklearn.metrics import accuracy_score, f1_score
 
 from datamodules.finetune.labels import LabelledTextDataModule
 from multibert.cli import main
@@ -19,6 +20,7 @@ from multibert.core.config import BertConfig
 from multibert.core.task import EncoderTask
 from multibert.finetune.classification import SequenceClassificationTask
 from multibert.finetune.heads import SpanHead, pool_windows
+from multibert.finetune.metrics import entity_counts, f1_from_counts, squad_evaluate
 from multibert.finetune.qa import best_answer
 
 ROOT = Path(__file__).parents[1]
@@ -122,30 +124,47 @@ def test_tiny_config_fits_tests_and_predicts(scratch, family):
     assert sum(losses[-5:]) < sum(losses[:5])  # falling
     ckpt = "runs/multibert/checkpoints/last.ckpt"
     run("test", config, "--ckpt_path", ckpt)
-    tested = {k for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
+    tested = {k: float(v) for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
     run("predict", config, "--ckpt_path", ckpt, "--data.init_args.predictions_out", "out/predictions")
     text = Path("out/predictions").read_text()
     task = EncoderTask.from_checkpoint(ckpt)
+    # test and predict read the same 32 examples in order, so each logged test metric must equal the metric of
+    # the written predictions, computed independently of the task's metric states
     if family == "tiny_classification":
-        assert {"test/acc", "test/macro_f1", "test/loss"} <= tested
         rows = [json.loads(line) for line in text.splitlines()]
         assert len(rows) == 32 and all(r["label"] in task.labels for r in rows)
         assert task.labels == sorted({json.loads(l)["label"] for l in (WORDNET / "senses_train.jsonl").read_text().splitlines()})
+        gold = [json.loads(l)["label"] for l in (WORDNET / "senses_test.jsonl").read_text().splitlines()[:32]]
+        pred = [r["label"] for r in rows]
+        assert tested["test/acc"] == pytest.approx(accuracy_score(gold, pred), abs=1e-6)
+        macro = f1_score(gold, pred, labels=task.labels, average="macro", zero_division=0)
+        assert tested["test/macro_f1"] == pytest.approx(macro, abs=1e-6)
+        assert math.isfinite(tested["test/loss"]) and tested["test/loss"] > 0
     elif family == "tiny_qa":
-        assert {"test/exact", "test/f1"} <= tested
         answers = json.loads(text)
         dev = json.loads((WORDNET / "qa_dev.json").read_text())
-        ids = [qa["id"] for p in dev["data"][0]["paragraphs"] for qa in p["qas"]][:16]
-        assert list(answers) == ids and all(isinstance(a, str) for a in answers.values())
+        questions = [qa for p in dev["data"][0]["paragraphs"] for qa in p["qas"]][:16]
+        assert list(answers) == [qa["id"] for qa in questions] and all(isinstance(a, str) for a in answers.values())
+        gold = {qa["id"]: [a["text"] for a in qa["answers"]] for qa in questions}
+        assert tested["test/exact"] == pytest.approx(squad_evaluate(answers, gold)["exact"], abs=1e-4)
+        assert tested["test/f1"] == pytest.approx(squad_evaluate(answers, gold)["f1"], abs=1e-4)
         main(["squad-eval", "--data_file", str(WORDNET / "qa_dev.json"), "--predictions", "out/predictions", "--out", "out/scores.json"])
         scores = json.loads(Path("out/scores.json").read_text())
-        assert scores["total"] == 420 and scores["missing_predictions"] == 420 - 16 and 0 <= scores["f1"] <= 100
+        assert scores["total"] == 420 and scores["missing_predictions"] == 420 - 16
+        assert scores["exact"] == pytest.approx(tested["test/exact"] * 16 / 420, abs=1e-4)  # missing ones score 0
     else:
-        assert {"test/f1", "test/precision", "test/recall", "test/token_acc"} <= tested
         sentences = [s.splitlines() for s in text.strip().split("\n\n")]
         assert len(sentences) == 32 and all(line.split()[1] in task.labels for s in sentences for line in s)
-        first = (WORDNET / "supersense_test.conll").read_text().split("\n\n")[0].splitlines()
-        assert [l.split()[0] for l in sentences[0]] == [l.split()[0] for l in first]
+        gold = [s.splitlines() for s in (WORDNET / "supersense_test.conll").read_text().strip().split("\n\n")[:32]]
+        assert [[l.split()[0] for l in s] for s in sentences] == [[l.split()[0] for l in s] for s in gold]
+        pred_tags = [[l.split()[1] for l in s] for s in sentences]
+        gold_tags = [[l.split()[-1] for l in s] for s in gold]
+        precision, recall, f1 = f1_from_counts(*entity_counts(pred_tags, gold_tags))
+        assert tested["test/f1"] == pytest.approx(f1, abs=1e-6) and tested["test/precision"] == pytest.approx(precision, abs=1e-6)
+        assert tested["test/recall"] == pytest.approx(recall, abs=1e-6)
+        first_pieces = sum(len(s) for s in gold)  # every word of these short sentences keeps its first piece
+        correct = sum(p == g for ps, gs in zip(pred_tags, gold_tags) for p, g in zip(ps, gs))
+        assert tested["test/token_acc"] == pytest.approx(correct / first_pieces, abs=1e-6)
 
 
 def test_scibert_recipe_learns_a_domain_vocabulary(scratch):

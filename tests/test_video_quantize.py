@@ -34,9 +34,17 @@ def test_tree_walk_is_never_closer_than_the_flat_search():
     x = torch.randn(3000, 16)
     tree = HierarchicalKMeans(depth=2, branching=6).fit(x, seed=0)
     walk, flat = tree.assign(x), tree.assign_flat(x)
+    brute = torch.cdist(x.double(), tree.leaves.double()).argmin(1)  # the reference: nearest of all leaves
+    assert torch.equal(flat, brute)
+    # the walk: at each level the nearest of the chosen node's k children (children of node i are i·k .. i·k+k-1)
+    first = torch.cdist(x, tree.centroids[0].reshape(-1, x.size(1))).argmin(1)
+    second = torch.stack([
+        first[i] * 6 + torch.cdist(x[i : i + 1], tree.centroids[1].reshape(6, 6, -1)[first[i]]).argmin() for i in range(len(x))
+    ])
+    assert torch.equal(walk, second)
     d_walk = (x - tree.leaves[walk]).pow(2).sum(1)
     d_flat = (x - tree.leaves[flat]).pow(2).sum(1)
-    assert (d_flat <= d_walk + 1e-4).all()
+    assert (d_walk > d_flat + 1e-3).any()  # the walk does miss the nearest leaf for some points
     agree = (walk == flat).float().mean()
     assert 0.5 < agree < 1.0  # measured 0.82 here: a real, bounded approximation
 

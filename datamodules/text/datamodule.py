@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader as DataLoader
 
 from datamodules import default_cache_dir, resolve_path
 from datamodules.masking import mask_tokens
