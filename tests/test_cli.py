@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from run_folders import last_checkpoint, latest_metrics
 
 from multibert.cli import MultiBertCLI, main
 from multibert.core.pretraining import PretrainingTask
@@ -33,8 +33,7 @@ def _isolated(tmp_path, monkeypatch):
 
 
 def train_metrics(run: str) -> list[dict]:
-    (path,) = Path("runs").glob(f"{run}/csv/version_*/metrics.csv")
-    return list(csv.DictReader(open(path)))
+    return latest_metrics(Path("runs") / run)
 
 
 @pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -80,7 +79,7 @@ def test_quickstart_config_trains_with_falling_loss():
     losses = [float(r["train/mlm_loss_step"]) for r in train_metrics("quickstart") if r.get("train/mlm_loss_step")]
     assert len(losses) == 40 and all(map(torch.isfinite, torch.tensor(losses)))
     assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.5
-    assert Path("runs/quickstart/checkpoints/last.ckpt").is_file()
+    assert last_checkpoint("runs/quickstart").parent.parent == Path("runs/quickstart/version_0")
     assert list(Path("runs/quickstart").glob("version_0/events.out.tfevents.*"))
     assert yaml.safe_load(open("runs/quickstart/version_0/config.yaml"))["data"]["init_args"]["corpus"] == SAMPLE
 
@@ -95,25 +94,27 @@ def test_resume_from_last_equals_uninterrupted_run_and_exports(tmp_path, monkeyp
     (tmp_path / "full").mkdir()
     monkeypatch.chdir(tmp_path / "full")
     _tiny(*common, "--trainer.max_epochs=2")
-    full = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    full = torch.load(last_checkpoint(), weights_only=True)["state_dict"]
 
     monkeypatch.chdir(tmp_path)
     _tiny(*common, "--trainer.max_epochs=2", "--trainer.callbacks+=recording.StopAfterEpochs",
           "--trainer.callbacks.epochs=1")  # interrupted after the first epoch, same config
-    assert torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+    assert torch.load(last_checkpoint(), weights_only=True)["global_step"] == 3
     _tiny(*common, "--trainer.max_epochs=2", "--ckpt_path=last")
-    resumed = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)
+    ckpt = last_checkpoint()
+    assert ckpt.parent.parent.name == "version_0"  # the resumed run continued in its own folder
+    resumed = torch.load(ckpt, weights_only=True)
     assert resumed["global_step"] == 6
     for key, value in full.items():
         torch.testing.assert_close(resumed["state_dict"][key], value, atol=0, rtol=0, msg=key)
 
-    task = PretrainingTask.load_from_checkpoint("runs/multibert/checkpoints/last.ckpt", weights_only=True)
+    task = PretrainingTask.load_from_checkpoint(ckpt, weights_only=True)
     assert task.config.vocab_size == resumed["hyper_parameters"]["config"]["vocab_size"]
     for key, value in task.state_dict().items():
         assert torch.equal(value, resumed["state_dict"][key]), key
-    assert isinstance(EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt"), PretrainingTask)
+    assert isinstance(EncoderTask.from_checkpoint(ckpt), PretrainingTask)
 
-    main(["export", "--checkpoint", "runs/multibert/checkpoints/last.ckpt", "--out", "hf"])
+    main(["export", "--checkpoint", str(ckpt), "--out", "hf"])
     from transformers import BertForPreTraining
 
     hf = BertForPreTraining.from_pretrained("hf").eval()
@@ -135,12 +136,13 @@ def test_user_adapter_by_class_path_trains(tmp_path, monkeypatch):
         "      init_args: {scale: 2.0}\n"
     )
     _tiny("-c", str(tmp_path / "adapter.yaml"), "--trainer.max_steps=5", "--trainer.log_every_n_steps=1")
-    ckpt = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)
+    path = last_checkpoint()
+    ckpt = torch.load(path, weights_only=True)
     assert ckpt["hyper_parameters"]["adapter"] == {"class_path": "custom_adapter.SinusoidalAdapter", "init_args": {"scale": 2.0}}
     with pytest.raises(ValueError, match="outside the trusted modules"):  # a checkpoint names code: opt in first
-        EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
+        EncoderTask.from_checkpoint(path)
     monkeypatch.setenv("MULTIBERT_TRUSTED_MODULES", "custom_adapter.")
-    reloaded = EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
+    reloaded = EncoderTask.from_checkpoint(path)
     assert type(reloaded.encoder.adapter).__name__ == "SinusoidalAdapter" and reloaded.encoder.adapter.scale == 2.0
     assert "encoder.adapter.word_embeddings.weight" in ckpt["state_dict"]
     assert not any("position_embeddings" in k for k in ckpt["state_dict"])
@@ -166,7 +168,7 @@ def test_init_from_hf_checkpoint_continues_pretraining():
     ]
     _tiny(*arch, f"--data.vocab_file={directory / 'vocab.txt'}", "--trainer.max_steps=2",
           "--model.init_args.optimizer.init_args.lr=1e-5", "--data.batch_size=2", "--trainer.limit_val_batches=0")
-    state = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    state = torch.load(last_checkpoint(), weights_only=True)["state_dict"]
     original = load_file(directory / "model.safetensors")["embeddings.word_embeddings.weight"]
     change = (state["encoder.adapter.word_embeddings.weight"] - original).abs().max()
     assert 0 < change < 1e-3  # loaded, then trained a little

@@ -3,7 +3,6 @@ tiny config through ``multibert fit | test | predict``."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_folders import last_checkpoint, latest_metrics
 from sklearn.metrics import accuracy_score, f1_score
 
 from datamodules.finetune.labels import LabelledTextDataModule
@@ -106,9 +106,8 @@ def test_best_answer_decoding_by_hand():
 
 
 def read_metrics() -> list[dict]:
-    """The metrics of the latest run (each command writes a new CSV logger version)."""
-    paths = sorted(Path("runs/multibert/csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
-    return list(csv.DictReader(paths[-1].read_text().splitlines()))
+    """The metrics of the latest run (each command writes a new run folder)."""
+    return latest_metrics()
 
 
 def run(subcommand: str, config: str, *args: str) -> None:
@@ -122,7 +121,7 @@ def test_tiny_config_fits_tests_and_predicts(scratch, family):
     losses = [float(r["train/loss_step"]) for r in read_metrics() if r.get("train/loss_step")]
     assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) < sum(losses[:5])  # falling
-    ckpt = "runs/multibert/checkpoints/last.ckpt"
+    ckpt = str(last_checkpoint())
     run("test", config, "--ckpt_path", ckpt)
     tested = {k: float(v) for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
     run("predict", config, "--ckpt_path", ckpt, "--data.init_args.predictions_out", "out/predictions")
@@ -175,9 +174,9 @@ def test_scibert_recipe_learns_a_domain_vocabulary(scratch):
         "--data.init_args.max_seq_length=64", "--data.init_args.batch_size=8", "--trainer.max_steps=3",
         "--trainer.limit_val_batches=0", "--model.init_args.lr_scheduler.init_args.warmup_steps=1", "--trainer.log_every_n_steps=1",
     )
-    task = EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
+    task = EncoderTask.from_checkpoint(last_checkpoint())
     assert 1000 < task.config.vocab_size <= 3000
-    vocab = checkpoint_vocab("runs/multibert/checkpoints/last.ckpt").split("\n")
+    vocab = checkpoint_vocab(last_checkpoint()).split("\n")
     assert "genus" in vocab and "shrub" in vocab  # frequent domain words are whole tokens of the new vocabulary
     losses = [float(r["train/mlm_loss_step"]) for r in read_metrics() if r.get("train/mlm_loss_step")]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
@@ -192,7 +191,7 @@ def test_docbert_recipe_multilabel_windows(scratch):
         "--trainer.limit_test_batches=3", "--trainer.limit_predict_batches=2",
     ]
     run("fit", config, *small, "--trainer.max_steps=4", "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=1")
-    ckpt = "runs/multibert/checkpoints/last.ckpt"
+    ckpt = str(last_checkpoint())
     run("test", config, *small, "--ckpt_path", ckpt)
     tested = {k: float(v) for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
     assert {"test/micro_f1", "test/macro_f1", "test/p@1", "test/loss"} <= set(tested)

@@ -1,0 +1,30 @@
+"""Fine-tuning runs resume exactly: interrupted mid-epoch (kill -9 after a checkpoint, or stopped), resumed with
+``--ckpt_path last``, they end with the weights of an uninterrupted run, bit for bit (:mod:`resume_check`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from resume_check import assert_exact_resume
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MULTIBERT_CACHE", str(tmp_path.parent / "multibert-cache"))
+    monkeypatch.setattr(sys, "argv", ["multibert"])
+    return tmp_path
+
+
+@pytest.mark.parametrize(("family", "kill"), [("tiny_classification", True), ("tiny_qa", False), ("tiny_ner", False)])
+def test_interrupted_finetune_resumes_bit_exact(scratch, family, kill):
+    args = [
+        "-c", str(CONFIGS / "finetune" / f"{family}.yaml"), "-c", str(CONFIGS / "trainer" / "cpu.yaml"),
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.max_steps=14",
+        "--trainer.limit_val_batches=0", "--trainer.callbacks.every_n_train_steps=4",
+    ]
+    assert_exact_resume(args, scratch, stop_at=8, total=14, kill=kill)
