@@ -25,6 +25,6 @@ def test_interrupted_finetune_resumes_bit_exact(scratch, family, kill):
     args = [
         "-c", str(CONFIGS / "finetune" / f"{family}.yaml"), "-c", str(CONFIGS / "trainer" / "cpu.yaml"),
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.max_steps=14",
-        "--trainer.limit_val_batches=0", "--trainer.callbacks.every_n_train_steps=4",
+        "--trainer.callbacks.every_n_train_steps=4",
     ]
     assert_exact_resume(args, scratch, stop_at=8, total=14, kill=kill)

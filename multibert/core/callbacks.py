@@ -73,15 +73,26 @@ class RunCheckpoint(ModelCheckpoint):
             return
         super()._save_last_checkpoint(trainer, monitor_candidates)
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if trainer.fit_loop.done:
+            # the run ends here (max_steps, max_epochs, should_stop): save its final step while the loop state
+            # still says where in the epoch it is, so that a longer run can continue from it mid-epoch
+            self._save_final(trainer)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._save_final(trainer):
+            super().on_train_end(trainer, pl_module)
+
+    def _save_final(self, trainer: pl.Trainer) -> bool:
         unsaved = trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step
-        if unsaved and not trainer.fast_dev_run and not trainer.sanity_checking:
-            candidates = self._monitor_candidates(trainer)
-            if self.monitor is None and self.save_top_k != 0:
-                self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
-            return
-        super().on_train_end(trainer, pl_module)
+        if not unsaved or trainer.fast_dev_run or trainer.sanity_checking:
+            return False
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor is None and self.save_top_k != 0:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+        return True
 
 
 class LearningCurves(pl.Callback):
