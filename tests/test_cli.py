@@ -64,6 +64,11 @@ def test_trainer_presets_compose(preset, capsys):
         assert trainer["strategy"] == "ddp"
     if preset.stem == "fsdp":
         assert trainer["strategy"]["class_path"].endswith("FSDPStrategy")
+    # one folder per run: every logger writes runs/multibert/version_N, the checkpoints go inside it
+    assert {(lg["init_args"]["save_dir"], lg["init_args"]["name"]) for lg in trainer["logger"]} == {("runs", "multibert")}
+    (checkpoint,) = trainer["callbacks"]
+    assert checkpoint["class_path"] == "multibert.core.callbacks.RunCheckpoint"
+    assert checkpoint["init_args"]["dirpath"] is None and checkpoint["init_args"]["save_last"] == "link"
 
 
 def test_quickstart_config_trains_with_falling_loss():
@@ -200,17 +205,77 @@ def test_missing_corpus_is_named():
         _tiny("--data.corpus=nowhere.txt", "--trainer.max_steps=1")
 
 
+def command(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``multibert ARGS`` in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    env.pop("MULTIBERT_DEBUG", None)
+    env.pop("MULTIBERT_VERBOSITY", None)
+    return subprocess.run([sys.executable, "-m", "multibert.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+#: What the command printed on every run before issue 10 and a user can do nothing about.
+NOISE = ("LeafSpec", "torch.jit.script", "litlogger", "set_vital", "FLOPs", "exists and is not empty", "sync_dist",
+         "will override", "Traceback")
+
+
+def test_command_output_shows_our_log_and_no_noise(tmp_path):
+    result = command("fit", "-c", TINY, "-c", str(CONFIGS / "trainer" / "cpu.yaml"), "--trainer.max_steps=2",
+                     "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "INFO datamodules.text.datamodule: text data: 40 documents (2 for validation)" in result.stderr
+    assert "INFO multibert.core.callbacks: learning curves: runs/multibert/version_0/learning_curves.png" in result.stderr
+    assert [n for n in NOISE if n in output] == []
+
+
+def test_deliberate_errors_print_one_line_without_traceback(tmp_path):
+    args = ("fit", "-c", TINY, "--data.corpus=nowhere.txt", "--verbosity", "warning")
+    quiet = command(*args, cwd=tmp_path)
+    assert quiet.returncode == 1
+    assert quiet.stderr.strip().splitlines()[-2:] == [
+        "multibert: error: corpus file nowhere.txt does not exist",
+        "multibert: (--debug or MULTIBERT_DEBUG=1 shows the traceback)",
+    ]
+    assert "Traceback" not in quiet.stderr and "INFO" not in quiet.stderr and "Seed set" not in quiet.stderr
+
+
+
+def test_debug_brings_the_traceback_back(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["multibert", "fit", "-c", TINY, "--data.corpus=nowhere.txt"])
+    with pytest.raises(SystemExit) as exit_:  # as the command: one line
+        main()
+    assert exit_.value.code == 1 and "multibert: error: corpus file nowhere.txt" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--debug"])
+    with pytest.raises(FileNotFoundError, match="corpus file nowhere.txt does not exist"):  # the exception itself
+        main()
+    monkeypatch.setattr(sys, "argv", sys.argv[:-1])
+    monkeypatch.setenv("MULTIBERT_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main()
+
+
 def test_ddp_two_processes_train_on_different_shards(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
-    cmd = [
-        sys.executable, "-m", "multibert.cli", "fit", "-c", TINY, "-c", str(CONFIGS / "trainer" / "cpu.yaml"),
+    result = command(
+        "fit", "-c", TINY, "-c", str(CONFIGS / "trainer" / "cpu.yaml"),
         "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=3", "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false", "--trainer.callbacks+=recording.RecordBatches",
-        f"--trainer.callbacks.out_dir={tmp_path / 'seen'}",
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        f"--trainer.callbacks.out_dir={tmp_path / 'seen'}", cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = [torch.load(tmp_path / "seen" / f"rank{r}.pt") for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 3
     rows = [{tuple(row.tolist()) for batch in s for row in batch} for s in seen]
     assert len(rows[0]) > 10 and not rows[0] & rows[1]
+    # both processes build the data, rank zero alone reports it; epoch values are synced, so Lightning has no hint
+    assert result.stderr.count("text data: 40 documents") == 1
+    assert [n for n in NOISE if n in result.stdout + result.stderr] == []
+    assert torch.load(tmp_path / "runs/multibert/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_resume_with_another_vocabulary_names_it():
+    _tiny("--trainer.max_steps=2", "--trainer.limit_val_batches=0")
+    with pytest.raises(ValueError, match=r"does not fit this model \(vocab_size: the checkpoint has 1000, this run \d+\); "
+                                         r"the data gives a different vocabulary"):
+        _tiny("--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--data.train_vocab_size=700",
+              f"--ckpt_path={last_checkpoint()}")

@@ -166,6 +166,35 @@ def test_tiny_config_fits_tests_and_predicts(scratch, family):
         assert tested["test/token_acc"] == pytest.approx(correct / first_pieces, abs=1e-6)
 
 
+def test_test_and_predict_restore_the_training_data_settings(scratch):
+    """A fine-tune on one's own files; ``test`` / ``predict --ckpt_path`` need no data flags, and the shipped data
+    (other labels) is refused with the command that works."""
+    import random
+
+    rng = random.Random(0)
+    words = "red green blue cat dog bird runs sits flies house tree river".split()
+    rows = [{"id": f"r{i}", "text": " ".join(rng.choices(words, k=6)), "label": rng.choice(["pos", "neg"])} for i in range(64)]
+    Path("train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:48]))
+    Path("test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[48:]))
+    config = str(CONFIGS / "finetune" / "tiny_classification.yaml")
+    own = ["--data.init_args.train_file=train.jsonl", "--data.init_args.val_file=null", "--data.init_args.test_file=test.jsonl",
+           "--data.init_args.predict_file=test.jsonl", "--data.init_args.train_vocab_size=40", "--data.init_args.batch_size=8"]
+    run("fit", config, *own, "--trainer.max_steps=3", "--trainer.limit_val_batches=0")
+    ckpt = str(last_checkpoint())
+    trainer = ["-c", str(CONFIGS / "trainer" / "cpu.yaml"), "--trainer.enable_progress_bar=false"]
+    main(["test", *trainer, "--ckpt_path", ckpt])
+    tested = {k: float(v) for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
+    main(["predict", *trainer, "--ckpt_path", ckpt, "--data.init_args.predictions_out", "p.jsonl"])
+    predicted = [json.loads(line) for line in Path("p.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in predicted] == [r["id"] for r in rows[48:]] and {p["label"] for p in predicted} <= {"neg", "pos"}
+    gold = [r["label"] for r in rows[48:]]
+    assert tested["test/acc"] == pytest.approx(accuracy_score(gold, [p["label"] for p in predicted]), abs=1e-6)
+    with pytest.raises(ValueError, match=r"; run `multibert test --ckpt_path .*last.ckpt` with no data config or data flags "
+                                         r"\(the training data settings are restored from the checkpoint\), or "
+                                         r"`multibert test -c .*version_0/config.yaml --ckpt_path"):
+        run("test", config, "--ckpt_path", ckpt)  # the shipped WordNet data: another vocabulary and other labels
+
+
 def test_scibert_recipe_learns_a_domain_vocabulary(scratch):
     """configs/bert/scibert.yaml (sizes shrunk): a WordPiece vocabulary learnt on the domain corpus, MLM from scratch."""
     tiny = [f"--model.init_args.config.{k}={v}" for k, v in TINY.items()]

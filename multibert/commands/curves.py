@@ -7,17 +7,17 @@ from pathlib import Path
 from multibert.core.curves import plot_runs
 
 
-def plot_curves(runs: list[str], out: str = "learning_curves.png", labels: list[str] | None = None) -> None:
+def plot_curves(runs: str, out: str = "learning_curves.png", labels: list[str] | None = None) -> None:
     """Draw the learning curves of runs, overlaid, from their ``metrics.csv``.
 
     Args:
-        runs: run folders (``runs/NAME/version_N``, each holding a ``metrics.csv``), ``metrics.csv`` files, or a
-            logger folder (``runs/NAME``) whose run folders are all drawn.
+        runs: a run folder (``runs/NAME/version_N``, holding a ``metrics.csv``) or a ``metrics.csv``, several of
+            them separated by commas, or a logger folder (``runs/NAME``) whose run folders are all drawn.
         out: the PNG to write.
         labels: a legend label per run (default: the last two parts of each run folder's path).
     """
     folders: list[Path] = []
-    for run in map(Path, runs):
+    for run in (Path(r.strip()) for r in runs.split(",") if r.strip()):
         if run.is_dir() and not (run / "metrics.csv").is_file():
             found = sorted((p.parent for p in run.glob("*/metrics.csv")), key=lambda p: (len(p.name), p.name))
             if not found:

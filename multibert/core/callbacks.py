@@ -75,7 +75,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if trainer.fit_loop.done:
+        if _run_ends(trainer):
             # the run ends here (max_steps, max_epochs, should_stop): save its final step while the loop state
             # still says where in the epoch it is, so that a longer run can continue from it mid-epoch
             self._save_final(trainer)
@@ -93,6 +93,18 @@ class RunCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)
         return True
+
+
+def _run_ends(trainer: pl.Trainer) -> bool:
+    """Whether training stops after this epoch (``fit_loop.done`` would say so too, but logs when it is asked)."""
+    loop = trainer.fit_loop
+    max_steps = loop.max_steps if loop.max_steps is not None else -1
+    max_epochs = loop.max_epochs if loop.max_epochs is not None else -1
+    return (
+        trainer.should_stop
+        or (max_steps != -1 and trainer.global_step >= max_steps)
+        or (max_epochs != -1 and trainer.current_epoch + 1 >= max_epochs)
+    )
 
 
 class LearningCurves(pl.Callback):

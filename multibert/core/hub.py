@@ -77,7 +77,7 @@ def pretrained_config(source: str | Path) -> BertConfig:
     path = resolve_pretrained(source)
     if path.is_dir():
         return read_hf_config(path)
-    config = read_checkpoint(path).get("hyper_parameters", {}).get("config")
+    config = read_checkpoint(path, mmap=True).get("hyper_parameters", {}).get("config")
     if not isinstance(config, dict):
         raise ValueError(f"{path} records no encoder config (hyper_parameters.config); was it written by `multibert fit`?")
     return BertConfig(**config)

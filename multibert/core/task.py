@@ -209,7 +209,19 @@ class EncoderTask(pl.LightningModule):
             if "vocab_size" in diffs
             else "use the model settings the checkpoint was trained with"
         )
-        raise ValueError(f"checkpoint {source or ''} does not fit this model ({parts}); {hint}")
+        raise ValueError(f"checkpoint {source or ''} does not fit this model ({parts}); {hint}; {self.rerun_hint()}")
+
+    def rerun_hint(self) -> str:
+        """How to rerun the current command with the settings the checkpoint was trained with."""
+        trainer = self._trainer
+        fn = trainer.state.fn.value if trainer is not None and getattr(trainer.state, "fn", None) else "test"
+        ckpt = (getattr(trainer, "ckpt_path", None) if trainer is not None else None) or "CKPT"
+        run_config = Path(ckpt).parent.parent / "config.yaml"
+        hint = f"`multibert {fn} -c {run_config} --ckpt_path {ckpt}` (the run's config)" if run_config.is_file() else ""
+        if fn == "fit":
+            return "resume with the run's config: " + (hint or f"`multibert fit -c RUN_FOLDER/config.yaml --ckpt_path {ckpt}`")
+        restored = f"`multibert {fn} --ckpt_path {ckpt}` with no data config or data flags (the training data settings are restored from the checkpoint)"
+        return f"run {restored}" + (f", or {hint}" if hint else "")
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:

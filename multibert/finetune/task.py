@@ -66,16 +66,9 @@ class FinetuneTask(EncoderTask):
         saved = checkpoint.get("hyper_parameters", {}).get("labels")
         if saved is None or list(saved) == self.labels:
             return
-        trainer = self._trainer
-        command = f"multibert {trainer.state.fn.value}" if trainer is not None and trainer.state.fn else "multibert test"
-        ckpt = (trainer.ckpt_path if trainer is not None else None) or "CKPT"
-        run_config = Path(ckpt).parent.parent / "config.yaml"
-        rerun = f"`{command} --ckpt_path {ckpt}` with no data config or data flags (the training data settings are restored from the checkpoint)"
-        if run_config.is_file():
-            rerun += f", or `{command} -c {run_config} --ckpt_path {ckpt}` (the run's config)"
         raise ValueError(
             f"the checkpoint was trained with {what} {list(saved)[:5]}... ({len(saved)}), this run's data gives "
-            f"{self.labels[:5]}... ({len(self.labels)}): the data differs from the training data; run {rerun}"
+            f"{self.labels[:5]}... ({len(self.labels)}): the data differs from the training data; {self.rerun_hint()}"
         )
 
     # ----------------------------------------------------------------- prediction
