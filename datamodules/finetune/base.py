@@ -133,6 +133,35 @@ class FinetuneDataModule(pl.LightningDataModule):
         self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.datasets: dict[str, list] = {}
+        self._has_labels = False
+        self._given_labels: list[str] | None = None
+
+    # ----------------------------------------------------------------- a label vocabulary (classes, tags)
+    def keep_labels(self, labels: list[str] | None, what: str = "label") -> None:
+        """For data with a label vocabulary: store the given one (checked), or read it from the training split on
+        first use (:meth:`training_labels`)."""
+        if labels is None and self.files["train"] is None:
+            raise ValueError(f"give data.train_file (the {what} vocabulary is built from it) or data.labels")
+        if labels is not None and len(set(labels)) != len(labels):
+            raise ValueError(f"data.labels has duplicates: {labels}")
+        self._has_labels = True
+        self._given_labels = list(labels) if labels is not None else None
+
+    def training_labels(self) -> list[str]:
+        """The label vocabulary of the training split (data with labels override this)."""
+        raise NotImplementedError
+
+    @functools.cached_property
+    def labels(self) -> list[str] | None:
+        """The label vocabulary (a model link): ``data.labels``, or the training split's (read on first use);
+        ``None`` for data without labels."""
+        if not self._has_labels:
+            return None
+        return self._given_labels if self._given_labels is not None else self.training_labels()
+
+    @functools.cached_property
+    def label_index(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels or [])}
 
     # ----------------------------------------------------------------- the vocabulary, on first use
     @functools.cached_property

@@ -14,7 +14,6 @@ predicted ``O`` (so the entity F1 still counts their gold entities). Words that 
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -94,23 +93,14 @@ class ConllDataModule(FinetuneDataModule):
             train_file, val_file, test_file, predict_file, vocab_file, train_vocab_size, lowercase,
             max_seq_length, batch_size, num_workers, predictions_out, seed, cache_dir,
         )
-        if labels is None and self.files["train"] is None:
-            raise ValueError("give data.train_file (the tag vocabulary is built from it) or data.labels")
-        self._given_labels = list(labels) if labels is not None else None
+        self.keep_labels(labels, "tag")
         # the tag vocabulary is a model link: kept out of the data's hyperparameters (see LabelledTextDataModule)
         self.save_hyperparameters(ignore=["labels"])
 
-    @functools.cached_property
-    def labels(self) -> list[str]:
-        """The tag vocabulary: ``data.labels``, or ``O`` then the sorted tags of the training split (on first use)."""
-        if self._given_labels is not None:
-            return self._given_labels
+    def training_labels(self) -> list[str]:
+        """``O`` then the sorted tags of the training split."""
         found = {t for s in read_conll(self.files["train"]) for t in s.tags}
         return ["O", *sorted(found - {"O"})]
-
-    @functools.cached_property
-    def label_index(self) -> dict[str, int]:
-        return {t: i for i, t in enumerate(self.labels)}
 
     def training_texts(self) -> list[str]:
         return [" ".join(s.words) for s in read_conll(self.files["train"])]

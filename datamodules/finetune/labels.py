@@ -207,20 +207,13 @@ class LabelledTextDataModule(FinetuneDataModule):
         if not 0 < self.window_stride <= self.window_length:
             raise ValueError(f"data.window_stride={window_stride} must be in [1, max_seq_length - 2 = {self.window_length}]")
         self.max_windows = max_windows
-        if labels is None and self.files["train"] is None:
-            raise ValueError("give data.train_file (the label vocabulary is built from it) or data.labels")
-        if labels is not None and len(set(labels)) != len(labels):
-            raise ValueError(f"data.labels has duplicates: {labels}")
-        self._given_labels = list(labels) if labels is not None else None
+        self.keep_labels(labels)
         # the label vocabulary is a model link (model.labels holds it): keeping it out of the data's hyperparameters
         # spares Lightning comparing the configured value (null) with the resolved one
         self.save_hyperparameters(ignore=["labels"])
 
-    @functools.cached_property
-    def labels(self) -> list[str]:
-        """The label vocabulary: ``data.labels``, or the sorted labels of the training split (read on first use)."""
-        if self._given_labels is not None:
-            return self._given_labels
+    def training_labels(self) -> list[str]:
+        """The sorted labels of the training split."""
         found = sorted({label for r in self._read(self.files["train"], True) for label in r.labels})
         if not found:
             raise ValueError(f"{self.files['train']}: no label found in field {self.fields['label_field']!r}")
@@ -229,10 +222,6 @@ class LabelledTextDataModule(FinetuneDataModule):
     @property
     def num_labels(self) -> int:
         return len(self.labels)
-
-    @functools.cached_property
-    def label_index(self) -> dict[str, int]:
-        return {label: i for i, label in enumerate(self.labels)}
 
     def _read(self, path: Path, require_labels: bool) -> list[LabelledText]:
         return list(read_labelled(path, require_labels=require_labels, **self.fields))
