@@ -3,21 +3,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from resume_check import assert_exact_resume
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-
-
-@pytest.fixture
-def scratch(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MULTIBERT_CACHE", str(tmp_path.parent / "multibert-cache"))
-    monkeypatch.setattr(sys, "argv", ["multibert"])
-    return tmp_path
 
 
 @pytest.mark.parametrize(("family", "kill"), [("tiny_classification", True), ("tiny_qa", False), ("tiny_ner", False)])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ CONFIGS = ROOT / "configs"
 WORDNET = ROOT / "datamodules" / "data" / "wordnet"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
-
-@pytest.fixture
-def scratch(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MULTIBERT_CACHE", str(tmp_path.parent / "multibert-cache"))
-    monkeypatch.setattr(sys, "argv", ["multibert"])  # LightningCLI warns when pytest's own arguments are present
-    return tmp_path
 
 
 def test_pool_windows_by_hand():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
 MINILM = Path(minilm.get_model_path())
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-
-
-@pytest.fixture
-def scratch(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MULTIBERT_CACHE", str(tmp_path.parent / "multibert-cache"))
-    monkeypatch.setattr(sys, "argv", ["multibert"])
-    return tmp_path
 
 
 @pytest.fixture
