@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -15,3 +16,13 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """Run in a scratch folder (commands write runs/ relative to it), with a vocabulary cache shared by the tests
+    and no pytest arguments in ``sys.argv`` (LightningCLI warns about them)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MULTIBERT_CACHE", str(tmp_path.parent / "multibert-cache"))
+    monkeypatch.setattr(sys, "argv", ["multibert"])
+    return tmp_path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from run_folders import last_checkpoint, latest_metrics
 
 from multibert.cli import MultiBertCLI, main
 from multibert.core.pretraining import PretrainingTask
@@ -33,8 +33,7 @@ def _isolated(tmp_path, monkeypatch):
 
 
 def train_metrics(run: str) -> list[dict]:
-    (path,) = Path("runs").glob(f"{run}/csv/version_*/metrics.csv")
-    return list(csv.DictReader(open(path)))
+    return latest_metrics(Path("runs") / run)
 
 
 @pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -65,6 +64,11 @@ def test_trainer_presets_compose(preset, capsys):
         assert trainer["strategy"] == "ddp"
     if preset.stem == "fsdp":
         assert trainer["strategy"]["class_path"].endswith("FSDPStrategy")
+    # one folder per run: every logger writes runs/multibert/version_N, the checkpoints go inside it
+    assert {(lg["init_args"]["save_dir"], lg["init_args"]["name"]) for lg in trainer["logger"]} == {("runs", "multibert")}
+    (checkpoint,) = trainer["callbacks"]
+    assert checkpoint["class_path"] == "multibert.core.callbacks.RunCheckpoint"
+    assert checkpoint["init_args"]["dirpath"] is None and checkpoint["init_args"]["save_last"] == "link"
 
 
 def test_quickstart_config_trains_with_falling_loss():
@@ -80,7 +84,7 @@ def test_quickstart_config_trains_with_falling_loss():
     losses = [float(r["train/mlm_loss_step"]) for r in train_metrics("quickstart") if r.get("train/mlm_loss_step")]
     assert len(losses) == 40 and all(map(torch.isfinite, torch.tensor(losses)))
     assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.5
-    assert Path("runs/quickstart/checkpoints/last.ckpt").is_file()
+    assert last_checkpoint("runs/quickstart").parent.parent == Path("runs/quickstart/version_0")
     assert list(Path("runs/quickstart").glob("version_0/events.out.tfevents.*"))
     assert yaml.safe_load(open("runs/quickstart/version_0/config.yaml"))["data"]["init_args"]["corpus"] == SAMPLE
 
@@ -95,25 +99,27 @@ def test_resume_from_last_equals_uninterrupted_run_and_exports(tmp_path, monkeyp
     (tmp_path / "full").mkdir()
     monkeypatch.chdir(tmp_path / "full")
     _tiny(*common, "--trainer.max_epochs=2")
-    full = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    full = torch.load(last_checkpoint(), weights_only=True)["state_dict"]
 
     monkeypatch.chdir(tmp_path)
     _tiny(*common, "--trainer.max_epochs=2", "--trainer.callbacks+=recording.StopAfterEpochs",
           "--trainer.callbacks.epochs=1")  # interrupted after the first epoch, same config
-    assert torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+    assert torch.load(last_checkpoint(), weights_only=True)["global_step"] == 3
     _tiny(*common, "--trainer.max_epochs=2", "--ckpt_path=last")
-    resumed = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)
+    ckpt = last_checkpoint()
+    assert ckpt.parent.parent.name == "version_0"  # the resumed run continued in its own folder
+    resumed = torch.load(ckpt, weights_only=True)
     assert resumed["global_step"] == 6
     for key, value in full.items():
         torch.testing.assert_close(resumed["state_dict"][key], value, atol=0, rtol=0, msg=key)
 
-    task = PretrainingTask.load_from_checkpoint("runs/multibert/checkpoints/last.ckpt", weights_only=True)
+    task = PretrainingTask.load_from_checkpoint(ckpt, weights_only=True)
     assert task.config.vocab_size == resumed["hyper_parameters"]["config"]["vocab_size"]
     for key, value in task.state_dict().items():
         assert torch.equal(value, resumed["state_dict"][key]), key
-    assert isinstance(EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt"), PretrainingTask)
+    assert isinstance(EncoderTask.from_checkpoint(ckpt), PretrainingTask)
 
-    main(["export", "--checkpoint", "runs/multibert/checkpoints/last.ckpt", "--out", "hf"])
+    main(["export", "--checkpoint", str(ckpt), "--out", "hf"])
     from transformers import BertForPreTraining
 
     hf = BertForPreTraining.from_pretrained("hf").eval()
@@ -135,12 +141,13 @@ def test_user_adapter_by_class_path_trains(tmp_path, monkeypatch):
         "      init_args: {scale: 2.0}\n"
     )
     _tiny("-c", str(tmp_path / "adapter.yaml"), "--trainer.max_steps=5", "--trainer.log_every_n_steps=1")
-    ckpt = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)
+    path = last_checkpoint()
+    ckpt = torch.load(path, weights_only=True)
     assert ckpt["hyper_parameters"]["adapter"] == {"class_path": "custom_adapter.SinusoidalAdapter", "init_args": {"scale": 2.0}}
     with pytest.raises(ValueError, match="outside the trusted modules"):  # a checkpoint names code: opt in first
-        EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
+        EncoderTask.from_checkpoint(path)
     monkeypatch.setenv("MULTIBERT_TRUSTED_MODULES", "custom_adapter.")
-    reloaded = EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
+    reloaded = EncoderTask.from_checkpoint(path)
     assert type(reloaded.encoder.adapter).__name__ == "SinusoidalAdapter" and reloaded.encoder.adapter.scale == 2.0
     assert "encoder.adapter.word_embeddings.weight" in ckpt["state_dict"]
     assert not any("position_embeddings" in k for k in ckpt["state_dict"])
@@ -166,7 +173,7 @@ def test_init_from_hf_checkpoint_continues_pretraining():
     ]
     _tiny(*arch, f"--data.vocab_file={directory / 'vocab.txt'}", "--trainer.max_steps=2",
           "--model.init_args.optimizer.init_args.lr=1e-5", "--data.batch_size=2", "--trainer.limit_val_batches=0")
-    state = torch.load("runs/multibert/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    state = torch.load(last_checkpoint(), weights_only=True)["state_dict"]
     original = load_file(directory / "model.safetensors")["embeddings.word_embeddings.weight"]
     change = (state["encoder.adapter.word_embeddings.weight"] - original).abs().max()
     assert 0 < change < 1e-3  # loaded, then trained a little
@@ -198,17 +205,77 @@ def test_missing_corpus_is_named():
         _tiny("--data.corpus=nowhere.txt", "--trainer.max_steps=1")
 
 
+def command(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``multibert ARGS`` in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    env.pop("MULTIBERT_DEBUG", None)
+    env.pop("MULTIBERT_VERBOSITY", None)
+    return subprocess.run([sys.executable, "-m", "multibert.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+#: What the command printed on every run before issue 10 and a user can do nothing about.
+NOISE = ("LeafSpec", "torch.jit.script", "litlogger", "set_vital", "FLOPs", "exists and is not empty", "sync_dist",
+         "will override", "Traceback")
+
+
+def test_command_output_shows_our_log_and_no_noise(tmp_path):
+    result = command("fit", "-c", TINY, "-c", str(CONFIGS / "trainer" / "cpu.yaml"), "--trainer.max_steps=2",
+                     "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "INFO datamodules.text.datamodule: text data: 40 documents (2 for validation)" in result.stderr
+    assert "INFO multibert.core.callbacks: learning curves: runs/multibert/version_0/learning_curves.png" in result.stderr
+    assert [n for n in NOISE if n in output] == []
+
+
+def test_deliberate_errors_print_one_line_without_traceback(tmp_path):
+    args = ("fit", "-c", TINY, "--data.corpus=nowhere.txt", "--verbosity", "warning")
+    quiet = command(*args, cwd=tmp_path)
+    assert quiet.returncode == 1
+    assert quiet.stderr.strip().splitlines()[-2:] == [
+        "multibert: error: corpus file nowhere.txt does not exist",
+        "multibert: (--debug or MULTIBERT_DEBUG=1 shows the traceback)",
+    ]
+    assert "Traceback" not in quiet.stderr and "INFO" not in quiet.stderr and "Seed set" not in quiet.stderr
+
+
+
+def test_debug_brings_the_traceback_back(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["multibert", "fit", "-c", TINY, "--data.corpus=nowhere.txt"])
+    with pytest.raises(SystemExit) as exit_:  # as the command: one line
+        main()
+    assert exit_.value.code == 1 and "multibert: error: corpus file nowhere.txt" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--debug"])
+    with pytest.raises(FileNotFoundError, match="corpus file nowhere.txt does not exist"):  # the exception itself
+        main()
+    monkeypatch.setattr(sys, "argv", sys.argv[:-1])
+    monkeypatch.setenv("MULTIBERT_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main()
+
+
 def test_ddp_two_processes_train_on_different_shards(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
-    cmd = [
-        sys.executable, "-m", "multibert.cli", "fit", "-c", TINY, "-c", str(CONFIGS / "trainer" / "cpu.yaml"),
+    result = command(
+        "fit", "-c", TINY, "-c", str(CONFIGS / "trainer" / "cpu.yaml"),
         "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=3", "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false", "--trainer.callbacks+=recording.RecordBatches",
-        f"--trainer.callbacks.out_dir={tmp_path / 'seen'}",
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        f"--trainer.callbacks.out_dir={tmp_path / 'seen'}", cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = [torch.load(tmp_path / "seen" / f"rank{r}.pt") for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 3
     rows = [{tuple(row.tolist()) for batch in s for row in batch} for s in seen]
     assert len(rows[0]) > 10 and not rows[0] & rows[1]
+    # both processes build the data, rank zero alone reports it; epoch values are synced, so Lightning has no hint
+    assert result.stderr.count("text data: 40 documents") == 1
+    assert [n for n in NOISE if n in result.stdout + result.stderr] == []
+    assert torch.load(tmp_path / "runs/multibert/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_resume_with_another_vocabulary_names_it():
+    _tiny("--trainer.max_steps=2", "--trainer.limit_val_batches=0")
+    with pytest.raises(ValueError, match=r"does not fit this model \(vocab_size: the checkpoint has 1000, this run \d+\); "
+                                         r"the data gives a different vocabulary"):
+        _tiny("--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--data.train_vocab_size=700",
+              f"--ckpt_path={last_checkpoint()}")

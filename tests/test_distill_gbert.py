@@ -80,7 +80,7 @@ def test_configuration_errors_name_the_field():
 
 
 def _train_losses(root: Path) -> list[float]:
-    (path,) = root.glob("runs/*/csv/version_*/metrics.csv")
+    (path,) = root.glob("runs/*/version_*/metrics.csv")
     return [float(r["train/loss_step"]) for r in csv.DictReader(open(path)) if r.get("train/loss_step")]
 
 

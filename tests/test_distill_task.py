@@ -39,7 +39,7 @@ def minilm() -> Path:
 
 
 def _metrics(root: Path) -> list[dict]:
-    (path,) = root.glob("runs/*/csv/version_*/metrics.csv")
+    (path,) = root.glob("runs/*/version_*/metrics.csv")
     return list(csv.DictReader(open(path)))
 
 

@@ -182,3 +182,33 @@ def test_shipped_sets_are_readable():
     assert all(e.context[s : s + len(a)] == a for e in examples for a, s in zip(e.answers, e.answer_starts))
     assert all(len(s.words) == len(s.tags) for s in read_conll(root / "supersense_dev.conll"))
     assert (root / "LICENSE").read_text().count("WordNet 3.0 Copyright 2006 by Princeton University") == 1
+
+
+def test_formats_recognised_by_content_when_the_suffix_says_nothing(tmp_path, caplog):
+    rows = [{"text": "the cat runs", "label": "a"}, {"text": "red house", "label": "b"}]
+    scicite = write_jsonl(tmp_path / "scicite_train.txt", rows)  # SciCite ships JSON lines named .txt
+    tsv = tmp_path / "train.data"
+    tsv.write_text("label\ttext\na\tthe cat runs\nb\tred house\n")
+    with caplog.at_level(logging.INFO, logger="datamodules"):
+        for path in (scicite, tsv):
+            assert [(r.text, r.labels) for r in read_labelled(path)] == [("the cat runs", ["a"]), ("red house", ["b"])]
+    assert "scicite_train.txt: read as JSON lines (the first line is a JSON object); the suffix '.txt' says nothing" in caplog.text
+    assert "train.data: read as tab-separated values (the header names 'text'); the suffix '.data' says nothing" in caplog.text
+    (tmp_path / "prose.txt").write_text("just some words\n")
+    with pytest.raises(ValueError, match=r"prose.txt: unknown format '.txt': expected .csv, .tsv or .jsonl, and the "
+                                         r"first line is neither a JSON object nor a header naming the text field 'text'"):
+        list(read_labelled(tmp_path / "prose.txt"))
+
+
+def test_init_stores_arguments_and_the_vocabulary_comes_on_first_use(tmp_path):
+    rows = [{"text": " ".join(WORDS[i % 20 : i % 20 + 5]), "label": "xy"[i % 2]} for i in range(40)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    cache = tmp_path / "cache"
+    dm = LabelledTextDataModule(train_file=train, train_vocab_size=60, cache_dir=str(cache))
+    assert not cache.exists() and "labels" not in vars(dm)  # nothing trained, nothing read
+    assert dm.hparams["train_vocab_size"] == 60 and "labels" not in dm.hparams  # a model link, kept out of them
+    assert dm.labels == ["x", "y"] and 30 < dm.vocab_size <= 60  # first reads: the CLI's model links
+    assert len(list((cache / "vocab").glob("*/vocab.txt"))) == 1
+    squad = SquadDataModule(train_file=str(tmp_path / "train.jsonl"), vocab_file=str(dm.vocab_path))
+    with pytest.raises(ValueError, match="not JSON"):  # the training file is read when the link asks, not before
+        squad.version_2_with_negative

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_folders import last_checkpoint, latest_metrics
 
 from datamodules.finetune.conll import ConllDataModule
 from datamodules.finetune.labels import LabelledTextDataModule
@@ -113,11 +113,10 @@ def test_biobert_recipe_continues_from_the_checkpoint(checkpoint, tmp_path, monk
         "--data.init_args.max_seq_length=32", "--data.init_args.batch_size=2", "--trainer.max_steps=2",
         "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
     ])
-    task = EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
+    task = EncoderTask.from_checkpoint(last_checkpoint())
     assert task.config.vocab_size == 30522
     # two steps at lr 2e-5 (warming up) leave the encoder next to the checkpoint it continued from
     moved = (task.encoder.backbone.blocks[0].mlp.fc.weight.detach() - state["encoder.layer.0.intermediate.dense.weight"]).abs().max()
     assert 0 < float(moved) < 1e-3
-    (metrics,) = Path("runs/multibert/csv").glob("version_*/metrics.csv")
-    losses = [float(r["train/mlm_loss_step"]) for r in csv.DictReader(metrics.read_text().splitlines()) if r.get("train/mlm_loss_step")]
+    losses = [float(r["train/mlm_loss_step"]) for r in latest_metrics() if r.get("train/mlm_loss_step")]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)

@@ -3,14 +3,13 @@ tiny config through ``multibert fit | test | predict``."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from run_folders import last_checkpoint, latest_metrics
 from sklearn.metrics import accuracy_score, f1_score
 
 from datamodules.finetune.labels import LabelledTextDataModule
@@ -28,14 +27,6 @@ CONFIGS = ROOT / "configs"
 WORDNET = ROOT / "datamodules" / "data" / "wordnet"
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
-
-@pytest.fixture
-def scratch(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MULTIBERT_CACHE", str(tmp_path.parent / "multibert-cache"))
-    monkeypatch.setattr(sys, "argv", ["multibert"])  # LightningCLI warns when pytest's own arguments are present
-    return tmp_path
 
 
 def test_pool_windows_by_hand():
@@ -106,9 +97,8 @@ def test_best_answer_decoding_by_hand():
 
 
 def read_metrics() -> list[dict]:
-    """The metrics of the latest run (each command writes a new CSV logger version)."""
-    paths = sorted(Path("runs/multibert/csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
-    return list(csv.DictReader(paths[-1].read_text().splitlines()))
+    """The metrics of the latest run (each command writes a new run folder)."""
+    return latest_metrics()
 
 
 def run(subcommand: str, config: str, *args: str) -> None:
@@ -122,7 +112,7 @@ def test_tiny_config_fits_tests_and_predicts(scratch, family):
     losses = [float(r["train/loss_step"]) for r in read_metrics() if r.get("train/loss_step")]
     assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) < sum(losses[:5])  # falling
-    ckpt = "runs/multibert/checkpoints/last.ckpt"
+    ckpt = str(last_checkpoint())
     run("test", config, "--ckpt_path", ckpt)
     tested = {k: float(v) for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
     run("predict", config, "--ckpt_path", ckpt, "--data.init_args.predictions_out", "out/predictions")
@@ -167,6 +157,35 @@ def test_tiny_config_fits_tests_and_predicts(scratch, family):
         assert tested["test/token_acc"] == pytest.approx(correct / first_pieces, abs=1e-6)
 
 
+def test_test_and_predict_restore_the_training_data_settings(scratch):
+    """A fine-tune on one's own files; ``test`` / ``predict --ckpt_path`` need no data flags, and the shipped data
+    (other labels) is refused with the command that works."""
+    import random
+
+    rng = random.Random(0)
+    words = "red green blue cat dog bird runs sits flies house tree river".split()
+    rows = [{"id": f"r{i}", "text": " ".join(rng.choices(words, k=6)), "label": rng.choice(["pos", "neg"])} for i in range(64)]
+    Path("train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:48]))
+    Path("test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[48:]))
+    config = str(CONFIGS / "finetune" / "tiny_classification.yaml")
+    own = ["--data.init_args.train_file=train.jsonl", "--data.init_args.val_file=null", "--data.init_args.test_file=test.jsonl",
+           "--data.init_args.predict_file=test.jsonl", "--data.init_args.train_vocab_size=40", "--data.init_args.batch_size=8"]
+    run("fit", config, *own, "--trainer.max_steps=3", "--trainer.limit_val_batches=0")
+    ckpt = str(last_checkpoint())
+    trainer = ["-c", str(CONFIGS / "trainer" / "cpu.yaml"), "--trainer.enable_progress_bar=false"]
+    main(["test", *trainer, "--ckpt_path", ckpt])
+    tested = {k: float(v) for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
+    main(["predict", *trainer, "--ckpt_path", ckpt, "--data.init_args.predictions_out", "p.jsonl"])
+    predicted = [json.loads(line) for line in Path("p.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in predicted] == [r["id"] for r in rows[48:]] and {p["label"] for p in predicted} <= {"neg", "pos"}
+    gold = [r["label"] for r in rows[48:]]
+    assert tested["test/acc"] == pytest.approx(accuracy_score(gold, [p["label"] for p in predicted]), abs=1e-6)
+    with pytest.raises(ValueError, match=r"; run `multibert test --ckpt_path .*last.ckpt` with no data config or data flags "
+                                         r"\(the training data settings are restored from the checkpoint\), or "
+                                         r"`multibert test -c .*version_0/config.yaml --ckpt_path"):
+        run("test", config, "--ckpt_path", ckpt)  # the shipped WordNet data: another vocabulary and other labels
+
+
 def test_scibert_recipe_learns_a_domain_vocabulary(scratch):
     """configs/bert/scibert.yaml (sizes shrunk): a WordPiece vocabulary learnt on the domain corpus, MLM from scratch."""
     tiny = [f"--model.init_args.config.{k}={v}" for k, v in TINY.items()]
@@ -175,9 +194,9 @@ def test_scibert_recipe_learns_a_domain_vocabulary(scratch):
         "--data.init_args.max_seq_length=64", "--data.init_args.batch_size=8", "--trainer.max_steps=3",
         "--trainer.limit_val_batches=0", "--model.init_args.lr_scheduler.init_args.warmup_steps=1", "--trainer.log_every_n_steps=1",
     )
-    task = EncoderTask.from_checkpoint("runs/multibert/checkpoints/last.ckpt")
+    task = EncoderTask.from_checkpoint(last_checkpoint())
     assert 1000 < task.config.vocab_size <= 3000
-    vocab = checkpoint_vocab("runs/multibert/checkpoints/last.ckpt").split("\n")
+    vocab = checkpoint_vocab(last_checkpoint()).split("\n")
     assert "genus" in vocab and "shrub" in vocab  # frequent domain words are whole tokens of the new vocabulary
     losses = [float(r["train/mlm_loss_step"]) for r in read_metrics() if r.get("train/mlm_loss_step")]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
@@ -192,7 +211,7 @@ def test_docbert_recipe_multilabel_windows(scratch):
         "--trainer.limit_test_batches=3", "--trainer.limit_predict_batches=2",
     ]
     run("fit", config, *small, "--trainer.max_steps=4", "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=1")
-    ckpt = "runs/multibert/checkpoints/last.ckpt"
+    ckpt = str(last_checkpoint())
     run("test", config, *small, "--ckpt_path", ckpt)
     tested = {k: float(v) for r in read_metrics() for k, v in r.items() if v and k.startswith("test/")}
     assert {"test/micro_f1", "test/macro_f1", "test/p@1", "test/loss"} <= set(tested)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import types
 
 import lightning.pytorch as pl
 import pytest
@@ -73,3 +75,51 @@ def test_freeze_keeps_named_parameters_fixed():
     assert frozen == ["encoder.adapter.position_embeddings.weight"]
     with pytest.raises(ValueError, match=r"freeze=\['nothing'\] matches no parameter"):
         PretrainingTask(BertConfig(**CFG), freeze=["nothing"]).apply_freeze()
+
+
+def _checkpoint(task: PretrainingTask, path, vocab: str | None = None):
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, max_steps=0)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+    if vocab is not None:  # what a datamodule stores in every checkpoint
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["TextPretrainingDataModule"] = {"vocab": vocab}
+        torch.save(ckpt, path)
+    return str(path)
+
+
+def test_init_from_checkpoint_checks_architecture_and_vocabulary(tmp_path):
+    small = _checkpoint(PretrainingTask(BertConfig(**{**CFG, "num_hidden_layers": 2})), tmp_path / "small.ckpt")
+    deeper = PretrainingTask(BertConfig(**{**CFG, "num_hidden_layers": 4}), init_from=small)
+    with pytest.raises(ValueError, match=r"small.ckpt does not match the model config: num_hidden_layers: config has 4, "
+                                         r"checkpoint has 2 \(--model.init_args.config.num_hidden_layers\)"):
+        deeper.setup("fit")
+    wider_vocab = PretrainingTask(BertConfig(**{**CFG, "num_hidden_layers": 2, "vocab_size": 60}), init_from=small)
+    with pytest.raises(ValueError, match=r"vocab_size: config has 60, checkpoint has 50; for vocab_size, tokenize with the "
+                                         r"checkpoint's vocabulary \(`multibert export --checkpoint"):
+        wider_vocab.setup("fit")
+
+    # same size, other tokens: as wrong, and named by the first id that differs
+    tokens = [f"t{i}" for i in range(50)]
+    same_size = _checkpoint(PretrainingTask(BertConfig(**CFG)), tmp_path / "vocab.ckpt", "\n".join(tokens) + "\n")
+    ours = tmp_path / "vocab.txt"
+    ours.write_text("\n".join(tokens[:7] + ["other"] + tokens[8:]) + "\n")
+    task = PretrainingTask(BertConfig(**CFG), init_from=same_size)
+    task._trainer = types.SimpleNamespace(datamodule=types.SimpleNamespace(vocab_path=ours))
+    with pytest.raises(ValueError, match=r"its vocabulary differs from the data's .* both have 50 tokens: id 7 is 't7' "
+                                         r"there and 'other' here"):
+        task.setup("fit")
+
+
+def test_partial_load_is_explicit_and_lists_what_stayed(tmp_path, caplog):
+    source = PretrainingTask(BertConfig(**{**CFG, "num_hidden_layers": 2}))
+    path = _checkpoint(source, tmp_path / "small.ckpt")
+    task = PretrainingTask(BertConfig(**{**CFG, "num_hidden_layers": 4}), init_from=path, init_partial=True)
+    before = task.encoder.backbone.blocks[3].mlp.fc.weight.detach().clone()
+    with caplog.at_level(logging.INFO, logger="multibert"):
+        task.setup("fit")
+    assert "24 tensors kept at their initial values: encoder.backbone.blocks.2 (12 tensors), encoder.backbone.blocks.3 " \
+           "(12 tensors)" in caplog.text
+    assert "architecture differs (num_hidden_layers: 4 here, 2 there)" in caplog.text
+    torch.testing.assert_close(task.encoder.backbone.blocks[1].mlp.fc.weight, source.encoder.backbone.blocks[1].mlp.fc.weight)
+    torch.testing.assert_close(task.encoder.backbone.blocks[3].mlp.fc.weight, before)

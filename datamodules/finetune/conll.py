@@ -67,7 +67,7 @@ class ConllDataModule(FinetuneDataModule):
             optional and ignored).
         labels: a fixed tag vocabulary; by default the training split's tags.
         vocab_file, train_vocab_size, lowercase, max_seq_length, batch_size, num_workers, predictions_out,
-            cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule`.
+            seed, cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule`.
     """
 
     model_links: ClassVar[dict[str, str]] = {"vocab_size": "config.vocab_size", "labels": "labels"}
@@ -86,21 +86,21 @@ class ConllDataModule(FinetuneDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         predictions_out: str | None = None,
+        seed: int = 42,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__(
             train_file, val_file, test_file, predict_file, vocab_file, train_vocab_size, lowercase,
-            max_seq_length, batch_size, num_workers, predictions_out, cache_dir,
+            max_seq_length, batch_size, num_workers, predictions_out, seed, cache_dir,
         )
-        if labels is None:
-            if self.files["train"] is None:
-                raise ValueError("give data.train_file (the tag vocabulary is built from it) or data.labels")
-            found = {t for s in read_conll(self.files["train"]) for t in s.tags}
-            labels = ["O", *sorted(found - {"O"})]
-        self.labels = list(labels)
-        self.label_index = {t: i for i, t in enumerate(self.labels)}
-        # saved last, so the hyperparameters hold the resolved values the model receives (Lightning compares them)
-        self.save_hyperparameters()
+        self.keep_labels(labels, "tag")
+        # the tag vocabulary is a model link: kept out of the data's hyperparameters (see LabelledTextDataModule)
+        self.save_hyperparameters(ignore=["labels"])
+
+    def training_labels(self) -> list[str]:
+        """``O`` then the sorted tags of the training split."""
+        found = {t for s in read_conll(self.files["train"]) for t in s.tags}
+        return ["O", *sorted(found - {"O"})]
 
     def training_texts(self) -> list[str]:
         return [" ".join(s.words) for s in read_conll(self.files["train"])]

@@ -1,6 +1,9 @@
 """Labelled text for sequence classification: CSV / TSV / JSONL files with a text (and optional second text) and
 one label or a set of labels; docBERT (Adhikari et al., 2019) and patentBERT (Lee & Hsiang, 2019) read this.
 
+- The format follows the suffix (``.csv``, ``.tsv``, ``.jsonl`` / ``.json``); a file whose suffix says nothing
+  (SciCite ships JSON lines as ``.txt``) is recognised by its first line — a JSON object, or a tab- or
+  comma-separated header that names the text field — and what was recognised is logged.
 - Labels are strings (``H04L``, ``noun.food``, ``positive``, ``3``); the **label vocabulary** is the sorted set of
   labels of the training split (or given explicitly by ``labels``), passed to the model through ``model_links``
   and so saved in the checkpoint's hyperparameters; the datamodule's ``state_dict`` keeps it too and a run that
@@ -19,6 +22,7 @@ one label or a set of labels; docBERT (Adhikari et al., 2019) and patentBERT (Le
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 from collections.abc import Iterator
@@ -54,6 +58,8 @@ def read_labelled(
     """Records of a ``.csv`` / ``.tsv`` / ``.jsonl`` file; raises naming the file, line and field on bad input."""
     path = check_file(path, "labelled data")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl", ".json"):
+        suffix = recognise_format(path, text_field)
     if suffix in (".csv", ".tsv"):
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
@@ -73,6 +79,36 @@ def read_labelled(
                 yield _record(row, path, lineno, text_field, label_field, text_pair_field, id_field, label_separator, require_labels)
     else:
         raise ValueError(f"{path}: unknown format {suffix!r}; expected .csv, .tsv or .jsonl")
+
+
+@functools.lru_cache(maxsize=64)
+def recognise_format(path: Path, text_field: str = "text") -> str:
+    """``.jsonl``, ``.tsv`` or ``.csv`` for a file whose suffix says nothing, from its first non-empty line (logged
+    once per file)."""
+    first = ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                first = line.strip()
+                break
+    found, how = None, ""
+    if first.startswith("{"):
+        try:
+            if isinstance(json.loads(first), dict):
+                found, how = ".jsonl", "JSON lines (the first line is a JSON object)"
+        except json.JSONDecodeError:
+            pass
+    if found is None and text_field in first.split("\t"):
+        found, how = ".tsv", f"tab-separated values (the header names {text_field!r})"
+    if found is None and first and text_field in next(csv.reader([first])):
+        found, how = ".csv", f"comma-separated values (the header names {text_field!r})"
+    if found is None:
+        raise ValueError(
+            f"{path}: unknown format {path.suffix!r}: expected .csv, .tsv or .jsonl, and the first line is neither a "
+            f"JSON object nor a header naming the text field {text_field!r}"
+        )
+    log.info("%s: read as %s; the suffix %r says nothing", path, how, path.suffix)
+    return found
 
 
 def _record(row, path, lineno, text_field, label_field, text_pair_field, id_field, separator, require_labels) -> LabelledText:
@@ -117,7 +153,7 @@ class LabelledTextDataModule(FinetuneDataModule):
         window_stride: tokens between the starts of consecutive windows (default: no overlap).
         max_windows: at most this many windows per document.
         vocab_file, train_vocab_size, lowercase, max_seq_length, batch_size, num_workers, predictions_out,
-            cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule`.
+            seed, cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule`.
     """
 
     model_links: ClassVar[dict[str, str]] = {
@@ -149,6 +185,7 @@ class LabelledTextDataModule(FinetuneDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         predictions_out: str | None = None,
+        seed: int = 42,
         cache_dir: str | None = None,
     ) -> None:
         self.fields = dict(
@@ -161,7 +198,7 @@ class LabelledTextDataModule(FinetuneDataModule):
             raise ValueError("sliding windows are for single texts; use long_documents='truncate' with text pairs")
         super().__init__(
             train_file, val_file, test_file, predict_file, vocab_file, train_vocab_size, lowercase,
-            max_seq_length, batch_size, num_workers, predictions_out, cache_dir,
+            max_seq_length, batch_size, num_workers, predictions_out, seed, cache_dir,
         )
         self.multi_label = multi_label
         self.long_documents = long_documents
@@ -170,19 +207,21 @@ class LabelledTextDataModule(FinetuneDataModule):
         if not 0 < self.window_stride <= self.window_length:
             raise ValueError(f"data.window_stride={window_stride} must be in [1, max_seq_length - 2 = {self.window_length}]")
         self.max_windows = max_windows
-        if labels is None:
-            if self.files["train"] is None:
-                raise ValueError("give data.train_file (the label vocabulary is built from it) or data.labels")
-            labels = sorted({label for r in self._read(self.files["train"], True) for label in r.labels})
-            if not labels:
-                raise ValueError(f"{self.files['train']}: no label found in field {label_field!r}")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"data.labels has duplicates: {labels}")
-        self.labels = list(labels)
-        self.num_labels = len(self.labels)
-        self.label_index = {label: i for i, label in enumerate(self.labels)}
-        # saved last, so the hyperparameters hold the resolved values the model receives (Lightning compares them)
-        self.save_hyperparameters()
+        self.keep_labels(labels)
+        # the label vocabulary is a model link (model.labels holds it): keeping it out of the data's hyperparameters
+        # spares Lightning comparing the configured value (null) with the resolved one
+        self.save_hyperparameters(ignore=["labels"])
+
+    def training_labels(self) -> list[str]:
+        """The sorted labels of the training split."""
+        found = sorted({label for r in self._read(self.files["train"], True) for label in r.labels})
+        if not found:
+            raise ValueError(f"{self.files['train']}: no label found in field {self.fields['label_field']!r}")
+        return found
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
 
     def _read(self, path: Path, require_labels: bool) -> list[LabelledText]:
         return list(read_labelled(path, require_labels=require_labels, **self.fields))

@@ -17,6 +17,7 @@ Google's whitespace-token bookkeeping and ``get_final_text``: the answer is the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -84,7 +85,7 @@ class SquadDataModule(FinetuneDataModule):
         version_2_with_negative: questions may have no answer (predict "" when the ``[CLS]`` span wins); by
             default true when the training file says ``"version": "v2.0"`` or has an unanswerable question.
         vocab_file, train_vocab_size, lowercase, max_seq_length, batch_size, num_workers, predictions_out,
-            cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule` (``batch_size`` counts questions).
+            seed, cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule` (``batch_size`` counts questions).
     """
 
     model_links: ClassVar[dict[str, str]] = {
@@ -108,11 +109,12 @@ class SquadDataModule(FinetuneDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         predictions_out: str | None = None,
+        seed: int = 42,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__(
             train_file, val_file, test_file, predict_file, vocab_file, train_vocab_size, lowercase,
-            max_seq_length, batch_size, num_workers, predictions_out, cache_dir,
+            max_seq_length, batch_size, num_workers, predictions_out, seed, cache_dir,
         )
         if max_query_length + 3 >= max_seq_length:
             raise ValueError(f"data.max_query_length={max_query_length} leaves no room for context in {max_seq_length} tokens")
@@ -120,14 +122,20 @@ class SquadDataModule(FinetuneDataModule):
             raise ValueError(f"data.doc_stride={doc_stride} must be positive")
         self.doc_stride = doc_stride
         self.max_query_length = max_query_length
-        if version_2_with_negative is None:
-            version_2_with_negative = False
-            if self.files["train"] is not None:
-                examples, version = read_squad(self.files["train"])
-                version_2_with_negative = version.startswith("v2") or any(ex.is_impossible for ex in examples)
-        self.version_2_with_negative = version_2_with_negative
-        # saved last, so the hyperparameters hold the resolved values the model receives (Lightning compares them)
-        self.save_hyperparameters()
+        self._given_version_2 = version_2_with_negative
+        # version_2_with_negative is a model link: kept out of the data's hyperparameters, so that Lightning does
+        # not compare the configured value (null) with the resolved one the model holds
+        self.save_hyperparameters(ignore=["version_2_with_negative"])
+
+    @functools.cached_property
+    def version_2_with_negative(self) -> bool:
+        """Whether questions may have no answer: as given, else read from the training file (on first use)."""
+        if self._given_version_2 is not None:
+            return self._given_version_2
+        if self.files["train"] is None:
+            return False
+        examples, version = read_squad(self.files["train"])
+        return version.startswith("v2") or any(ex.is_impossible for ex in examples)
 
     def training_texts(self) -> list[str]:
         examples, _ = read_squad(self.files["train"])

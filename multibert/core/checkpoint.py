@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from multibert.core.optim import callable_class
+
+log = logging.getLogger(__name__)
 
 #: Modules moved when multibert took its layered layout: old dotted prefix → new one (longest prefix wins).
 MOVED: dict[str, str] = {
@@ -97,12 +101,57 @@ def from_spec(spec: Callable[..., Any] | dict | None, base: type, source: str = 
     return functools.partial(cls, **(spec.get("init_args") or {}))
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning / multibert checkpoint, loaded weights-only (no code runs)."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """A Lightning / multibert checkpoint, loaded weights-only (no code runs); ``mmap`` maps the tensors instead of
+    reading them (cheap when only the metadata is wanted)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except RuntimeError as e:
+        if not mmap:
+            raise
+        log.debug("%s: memory-mapping failed (%s); reading it", path, e)  # an old (non-zip) checkpoint format
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+#: The key under which ``multibert fit`` stores its run record (data settings, the run's config) in a checkpoint.
+RUN_KEY = "multibert_run"
+#: The parts of a checkpoint that name classes: hyperparameters and the run record.
+_NAMING_KEYS = ("hyper_parameters", "datamodule_hyper_parameters", RUN_KEY)
+
+
+def named_classes(record: Any) -> list[str]:
+    """Every class a stored record names: the values of ``class_path``, ``_class_path`` and ``_instantiator``
+    keys at any depth."""
+    found: list[str] = []
+    if isinstance(record, dict):
+        for key, value in record.items():
+            if key in ("class_path", "_class_path", "_instantiator") and isinstance(value, str):
+                found.append(value)
+            else:
+                found.extend(named_classes(value))
+    elif isinstance(record, (list, tuple)):
+        for value in record:
+            found.extend(named_classes(value))
+    return found
+
+
+def check_checkpoint_classes(checkpoint: dict[str, Any] | str | Path, source: str | None = None) -> dict[str, Any]:
+    """Refuse a checkpoint that names a class outside the trusted modules, before anything imports it.
+
+    Lightning's ``load_from_checkpoint`` imports the ``_instantiator`` a checkpoint names, and LightningCLI's
+    ``--ckpt_path`` hands the stored class paths to jsonargparse, which imports them: both are checked here first.
+    Returns the checkpoint (read weights-only and memory-mapped when a path is given).
+    """
+    if not isinstance(checkpoint, dict):
+        source = source or str(checkpoint)
+        checkpoint = read_checkpoint(checkpoint, mmap=True)
+    for key in _NAMING_KEYS:
+        for class_path in named_classes(checkpoint.get(key)):
+            check_class_path(class_path, f"{source or 'the checkpoint'} ({key})")
+    return checkpoint
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -54,8 +54,7 @@ class PretrainingTask(EncoderTask):
     def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         mlm, pair = self(batch)
         loss = self.hparams.mlm_weight * mlm.loss
-        on_step = stage == "train"
-        opts = dict(on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        opts = self.log_options(stage)
         self._log_objective(stage, "mlm", mlm, opts)
         if pair is not None:
             loss = loss + self.hparams.pair_weight * pair.loss

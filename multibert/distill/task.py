@@ -273,6 +273,7 @@ class DistillationTask(EncoderTask):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("teacher.")]:
             del state[key]
@@ -363,8 +364,7 @@ class DistillationTask(EncoderTask):
         hp = self.hparams
         terms, s_pred, t_pred = self.losses(batch)
         loss = sum(getattr(hp, f"alpha_{name}") * value for name, value in terms.items())
-        on_step = stage == "train"
-        opts = dict(on_step=on_step, on_epoch=True, sync_dist=not on_step, batch_size=len(batch))
+        opts = dict(**self.log_options(stage), batch_size=len(batch))
         for name, value in terms.items():
             self.log(f"{stage}/loss_{name}", value, **opts)
         self.log(f"{stage}/loss", loss, prog_bar=True, **opts)

@@ -168,9 +168,5 @@ class SequenceClassificationTask(FinetuneTask):
         write_jsonl(records, path)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("hyper_parameters", {}).get("labels")
-        if saved is not None and list(saved) != self.labels:
-            raise ValueError(
-                f"the checkpoint was trained with labels {list(saved)[:5]}... ({len(saved)}), this model has "
-                f"{self.labels[:5]}... ({self.num_labels}); predict with the run's config (same labels)"
-            )
+        super().on_load_checkpoint(checkpoint)
+        self.check_saved_labels(checkpoint, "labels")

@@ -58,8 +58,18 @@ class FinetuneTask(EncoderTask):
             self.log(f"{stage}/{name}", value, prog_bar=name in ("acc", "f1", "micro_f1", "exact"))
 
     def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, **self.log_options(stage))
+
+    # ----------------------------------------------------------------- checkpoints
+    def check_saved_labels(self, checkpoint: dict, what: str = "labels") -> None:
+        """Refuse a checkpoint trained with another label vocabulary, saying how to rerun with the training data."""
+        saved = checkpoint.get("hyper_parameters", {}).get("labels")
+        if saved is None or list(saved) == self.labels:
+            return
+        raise ValueError(
+            f"the checkpoint was trained with {what} {list(saved)[:5]}... ({len(saved)}), this run's data gives "
+            f"{self.labels[:5]}... ({len(self.labels)}): the data differs from the training data; {self.rerun_hint()}"
+        )
 
     # ----------------------------------------------------------------- prediction
     def on_predict_epoch_start(self) -> None:

@@ -109,7 +109,5 @@ class TokenClassificationTask(FinetuneTask):
                 f.write("\n")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("hyper_parameters", {}).get("labels")
-        if saved is not None and list(saved) != self.labels:
-            raise ValueError(f"the checkpoint's tags {list(saved)[:6]}... differ from this model's {self.labels[:6]}...")
-
+        super().on_load_checkpoint(checkpoint)
+        self.check_saved_labels(checkpoint, "tags")
