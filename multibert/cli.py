@@ -15,7 +15,8 @@ Three rules: a source whose value is ``None`` links nothing; a target the model 
 from the data's, the command fails naming both. (Lightning's ``link_arguments`` would fail for every model class
 that lacks the target; this variant lets one entry point serve every family.)
 
-Preparation commands (``multibert NAME --help``) are plain typed functions listed in :data:`PREP_COMMANDS`.
+Preparation commands (``multibert NAME --help``) are plain typed functions listed in :data:`PREP_COMMANDS`
+(``text-prep`` tokenizes a text corpus once into litdata's streaming format for many nodes).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 #: ``multibert NAME ...`` → ``"module:function"`` run through ``jsonargparse.CLI``.
 PREP_COMMANDS: dict[str, str] = {
     "vocab": "datamodules.text.corpus:train_vocab",
+    "text-prep": "datamodules.text.prepare:prepare_corpus",
     "export": "multibert.commands.export:export_checkpoint",
     "squad-eval": "multibert.commands.squad_eval:squad_eval",
     "augment": "multibert.commands.augment:augment_file",

@@ -380,7 +380,7 @@ def prepare_corpus(
     }
     _write_record(out, record, storage_options)
     log.info("prepared %s: %s", out, record["splits"])
-    if val_items == 0:
+    if val_items == 0 and val_fraction > 0:
         log.warning("%s: no validation split remains (val_fraction=%s drew no document)", out, val_fraction)
     print(f"prepared {out}: " + ", ".join(f"{s} {v['items']} examples ({v['documents']} documents, {v['tokens']} tokens)"
                                           for s, v in record["splits"].items()))
