@@ -12,7 +12,12 @@ import pytest
 
 from datamodules.masking import mask_tokens
 from datamodules.text.corpus import CorpusError, read_shard, shards
-from datamodules.text.datamodule import EpochSampler, TextPretrainingDataModule, collate_tokens, truncate_pair
+from datamodules.text.datamodule import (
+    EpochSampler,
+    TextPretrainingDataModule,
+    collate_tokens,
+    truncate_pair,
+)
 from datamodules.text.progress import LoggedProgress
 from multibert.core.batch import IGNORE_INDEX
 
@@ -274,7 +279,7 @@ def _corpus(tmp_path: Path, documents: list[list[str]], name: str = "c.txt") -> 
 
 
 def _documents(n: int, sentences: int = 4) -> list[list[str]]:
-    words = "the king and queen of denmark spoke with a ghost upon the castle walls at night".split()
+    words = ["the", "king", "and", "queen", "of", "denmark", "spoke", "with", "a", "ghost", "upon", "the", "castle", "walls", "at", "night"]
     rng = np.random.default_rng(0)
     return [[" ".join(rng.choice(words, 9)).capitalize() + "." for _ in range(sentences)] for _ in range(n)]
 

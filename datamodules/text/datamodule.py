@@ -148,6 +148,11 @@ class EpochSampler(DistributedSampler):
 
     A ``DistributedSampler`` subclass, so Lightning keeps it under DDP instead of replacing it, and calls
     ``set_epoch`` on it. ``fixed_epoch`` pins the epoch (validation data keeps the same masks every epoch).
+
+    Stateful (``state_dict`` / ``load_state_dict``: the epoch and the keys handed out), so that ``torchdata``'s
+    ``StatefulDataLoader`` restores the position inside an epoch from it. The epoch must be part of that state:
+    on resume Lightning creates the loader's iterator (which replays the position) before it calls ``set_epoch``,
+    so a sampler that only knew its position would replay epoch 0's order in a later epoch.
     """
 
     def __init__(
@@ -167,8 +172,26 @@ class EpochSampler(DistributedSampler):
         self.lengths = lengths
         self.bucket_batches = bucket_batches
         self.fixed_epoch = fixed_epoch
+        self.yielded = 0  # keys handed out in the current epoch
+        self._skip = 0  # keys to skip at the next iteration (set by load_state_dict)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.set_epoch(state["epoch"])
+        self._skip = state["yielded"]
 
     def __iter__(self):
+        # a generator: the order is drawn at the first key, with the epoch set by then
+        keys = self._keys()
+        skip, self._skip = self._skip, 0
+        self.yielded = skip
+        for key in keys[skip:]:
+            self.yielded += 1
+            yield key
+
+    def _keys(self) -> list[tuple[int, int]]:
         epoch = self.epoch if self.fixed_epoch is None else self.fixed_epoch
         n = len(self.dataset)
         rng = np.random.default_rng([self.seed, epoch])
@@ -186,7 +209,7 @@ class EpochSampler(DistributedSampler):
             if self.shuffle:
                 batches = [batches[i] for i in rng.permutation(len(batches))]
             order = np.concatenate(batches) if batches else order
-        return iter([(epoch, int(i)) for i in order])
+        return [(epoch, int(i)) for i in order]
 
 
 class TextPretrainingDataModule(TextDataModuleBase):

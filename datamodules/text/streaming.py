@@ -125,6 +125,28 @@ class NSPStreamingDataset(StreamingDataset):
         return np.concatenate(pieces)
 
 
+class ResumableStreamingDataLoader(StreamingDataLoader):
+    """litdata's loader, with a fresh epoch after a resumed one.
+
+    Lightning stops asking for batches once an epoch has given ``len(loader)`` of them, so the iterator never raises
+    ``StopIteration``. litdata clears the "restore" flag that ``load_state_dict`` sets only then, so the epoch after a
+    resumed one would replay the restored position again (a repeated batch, an extra one-batch epoch; caught by
+    ``tests/test_text_resume.py``). Here an iteration that follows a restored one starts afresh.
+    """
+
+    _replayed = False
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        super().load_state_dict(obj)
+        self._replayed = False
+
+    def __iter__(self) -> Any:
+        if self.restore and self._replayed:
+            self.restore = False
+        self._replayed = self.restore
+        return super().__iter__()
+
+
 class TextStreamingDataModule(TextDataModuleBase):
     """MLM + NSP batches streamed from a corpus prepared by ``multibert text-prep`` (one tokenization for all nodes).
 
@@ -245,7 +267,7 @@ class TextStreamingDataModule(TextDataModuleBase):
         log.info("streaming text data from %s: %s", self.data_dir, splits)
 
     def _loader(self, dataset: NSPStreamingDataset) -> StreamingDataLoader:
-        return StreamingDataLoader(
+        return ResumableStreamingDataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
@@ -262,4 +284,4 @@ class TextStreamingDataModule(TextDataModuleBase):
         return self.val_dataloader()
 
 
-__all__ = ["NSPStreamingDataset", "PrepSettings", "TextStreamingDataModule"]
+__all__ = ["NSPStreamingDataset", "PrepSettings", "ResumableStreamingDataLoader", "TextStreamingDataModule"]

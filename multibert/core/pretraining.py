@@ -54,18 +54,25 @@ class PretrainingTask(EncoderTask):
     def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         mlm, pair = self(batch)
         loss = self.hparams.mlm_weight * mlm.loss
-        on_step = stage == "train"
-        opts = dict(on_step=on_step, on_epoch=True, sync_dist=not on_step)
-        self._log_objective(stage, "mlm", mlm, opts)
+        self._log_objective(stage, "mlm", mlm)
         if pair is not None:
             loss = loss + self.hparams.pair_weight * pair.loss
-            self._log_objective(stage, self.hparams.pair_name, pair, opts)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch), **opts)
+            self._log_objective(stage, self.hparams.pair_name, pair)
+        self._log(f"{stage}/loss", loss, len(batch), prog_bar=True)
         return loss
 
-    def _log_objective(self, stage: str, name: str, out: ObjectiveOutput, opts: dict) -> None:
+    def _log_objective(self, stage: str, name: str, out: ObjectiveOutput) -> None:
         total = int(out.total)
         if total == 0:  # no example of this batch carries the objective's label (e.g. video-only examples)
             return
-        self.log(f"{stage}/{name}_loss", out.loss, batch_size=total, prog_bar=name == "mlm", **opts)
-        self.log(f"{stage}/{name}_acc", out.correct.float() / total, batch_size=total, **opts)
+        self._log(f"{stage}/{name}_loss", out.loss, total, prog_bar=name == "mlm")
+        self._log(f"{stage}/{name}_acc", out.correct.float() / total, total)
+
+    def _log(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
+        """Epoch means averaged over ranks under DDP; training also logs ``NAME_step``, this rank's value, with no
+        collective per step (a rank whose batch lacks an objective's labels logs nothing for it at that step)."""
+        if name.startswith("train/"):
+            self.log(f"{name}_step", value, batch_size=batch_size, prog_bar=prog_bar, on_step=True, on_epoch=False)
+            self.log(f"{name}_epoch", value, batch_size=batch_size, on_step=False, on_epoch=True, sync_dist=True)
+        else:
+            self.log(name, value, batch_size=batch_size, prog_bar=prog_bar, on_step=False, on_epoch=True, sync_dist=True)
