@@ -322,8 +322,6 @@ def prepare_corpus(
     files = corpus_files(corpus)
     settings = PrepSettings(lowercase, max_seq_length, short_seq_prob, val_fraction, seed, check_encoding(encoding),
                             max_sentence_chars)
-    if max_seq_length < 8:
-        raise ValueError(f"max_seq_length={max_seq_length} is too short for [CLS] A [SEP] B [SEP]")
     if vocab_file:
         vocab_path = resolve_path(vocab_file)
         if not vocab_path.is_file():
@@ -331,14 +329,40 @@ def prepare_corpus(
     else:
         vocab_path = cached_vocabulary(files, train_vocab_size, lowercase, Path(cache_dir or default_cache_dir()),
                                        encoding, max_sentence_chars)
-    vocab = Vocabulary(vocab_path, lowercase)
+    record = prepare(files, out, vocab_path, settings, num_workers=num_workers, chunk_bytes=chunk_bytes,
+                     shard_bytes=shard_bytes, overwrite=overwrite, storage_options=storage_options)
+    print(f"{out}: " + ", ".join(f"{s} {v['items']} examples ({v['documents']} documents, {v['tokens']} tokens)"
+                                 for s, v in record["splits"].items()))
+    return out
+
+
+def prepare(
+    files: list[Path],
+    out: str,
+    vocab_path: Path,
+    settings: PrepSettings,
+    *,
+    num_workers: int | None = None,
+    chunk_bytes: str = "64MB",
+    shard_bytes: int = 256 * 2**20,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+) -> dict:
+    """What :func:`prepare_corpus` does, for library use (the streaming datamodule's ``prepare_data``).
+
+    Returns:
+        the preparation record written to ``OUT/multibert.json`` (the existing one when nothing had to be done).
+    """
+    if settings.max_seq_length < 8:
+        raise ValueError(f"max_seq_length={settings.max_seq_length} is too short for [CLS] A [SEP] B [SEP]")
+    vocab = Vocabulary(vocab_path, settings.lowercase)
     fingerprint = _fingerprint(files, vocab.text, settings)
     previous = read_record(out, storage_options)
     if previous is not None:
         changes = _differences(previous.get("fingerprint", {}), fingerprint)
         if not changes:
             log.info("%s is already prepared from these inputs and settings: nothing to do", out)
-            return out
+            return previous
         if not overwrite:
             raise ValueError(
                 f"{out} was prepared from other inputs or settings ({'; '.join(changes)}); pass --overwrite true to "
@@ -355,7 +379,7 @@ def prepare_corpus(
     try:
         vocab_copy = str(Path(report_dir) / "vocab.txt")
         shutil.copyfile(vocab_path, vocab_copy)
-        for split in ("train", "val") if val_fraction > 0 else ("train",):
+        for split in ("train", "val") if settings.val_fraction > 0 else ("train",):
             totals[split] = _optimize_split(parts, split, vocab_copy, settings, report_dir, _join(out, split),
                                             workers, chunk_bytes, storage_options)
     finally:
@@ -369,7 +393,6 @@ def prepare_corpus(
     stats.report(f"corpus of {len(files)} files")
     if totals["train"]["items"] == 0:
         raise ValueError(f"corpus {files[0]} ... yields no training example (no text after reading and tokenizing)")
-    val_items = totals.get("val", {}).get("items", 0)
     record = {
         "fingerprint": fingerprint,
         "vocab": vocab.text,
@@ -380,11 +403,9 @@ def prepare_corpus(
     }
     _write_record(out, record, storage_options)
     log.info("prepared %s: %s", out, record["splits"])
-    if val_items == 0 and val_fraction > 0:
-        log.warning("%s: no validation split remains (val_fraction=%s drew no document)", out, val_fraction)
-    print(f"prepared {out}: " + ", ".join(f"{s} {v['items']} examples ({v['documents']} documents, {v['tokens']} tokens)"
-                                          for s, v in record["splits"].items()))
-    return out
+    if settings.val_fraction > 0 and not totals.get("val", {}).get("items", 0):
+        log.warning("%s: no validation split remains (val_fraction=%s drew no document)", out, settings.val_fraction)
+    return record
 
 
 def _optimize_split(parts, split, vocab_file, settings, report_dir, output_dir, workers, chunk_bytes, storage_options):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from datamodules import resolve_path
 from datamodules.text.base import TextDataModuleBase
 from datamodules.text.corpus import corpus_files
 from datamodules.text.examples import ExampleBuilder, collate_tokens, take_sentences
-from datamodules.text.prepare import PREPARED, PrepSettings, prepare_corpus, read_record
+from datamodules.text.prepare import PREPARED, PrepSettings, prepare, read_record
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,8 @@ class TextStreamingDataModule(TextDataModuleBase):
 
     On one machine, give ``corpus`` as well: ``prepare_data`` then prepares ``data_dir`` if it is not prepared yet
     (and does nothing when it is). The vocabulary, the casing, ``max_seq_length`` and ``short_seq_prob`` are those
-    the data was prepared with: a different value given here is an error, not silently ignored.
+    the data was prepared with, and so is ``val_fraction`` (the split is prepared): a different value given here is
+    an error, not silently ignored.
 
     Args:
         data_dir: a prepared folder or object-store URL (``train/``, ``val/``, ``multibert.json``).
@@ -219,16 +221,16 @@ class TextStreamingDataModule(TextDataModuleBase):
                 "with; leave vocab_file out (the prepared data brings its vocabulary) or prepare the data again"
             )
         path = self.cache_dir / "vocab" / f"prepared-{hashlib.sha1(text.encode()).hexdigest()[:16]}" / "vocab.txt"
-        if not path.is_file():
+        if not path.is_file():  # ranks may race here: each writes its own file, the rename is atomic
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(path)
         return path
 
     def _check_settings(self, record: dict) -> None:
         prepared = record["fingerprint"]["settings"]
-        for name in ("lowercase", "max_seq_length", "short_seq_prob"):
+        for name in ("lowercase", "max_seq_length", "short_seq_prob", "val_fraction"):
             if prepared[name] != self.hparams[name]:
                 raise ValueError(
                     f"{self.data_dir} was prepared with {name}={prepared[name]}, but data.{name} is "
@@ -242,13 +244,10 @@ class TextStreamingDataModule(TextDataModuleBase):
         if self.files is None:
             raise FileNotFoundError(self._not_prepared())
         hp = self.hparams
-        prepare_corpus(
-            corpus=self.files, out=self.data_dir, vocab_file=str(self.vocab.path), lowercase=hp.lowercase,
-            max_seq_length=hp.max_seq_length, short_seq_prob=hp.short_seq_prob, val_fraction=hp.val_fraction,
-            seed=hp.seed, encoding=hp.encoding, max_sentence_chars=hp.max_sentence_chars,
-            num_workers=hp.prep_workers, chunk_bytes=hp.chunk_bytes, shard_bytes=hp.shard_bytes,
-            cache_dir=str(self.cache_dir), storage_options=hp.storage_options,
-        )
+        settings = PrepSettings(hp.lowercase, hp.max_seq_length, hp.short_seq_prob, hp.val_fraction, hp.seed,
+                                hp.encoding, hp.max_sentence_chars)
+        prepare([Path(f) for f in self.files], self.data_dir, self.vocab.path, settings, num_workers=hp.prep_workers,
+                chunk_bytes=hp.chunk_bytes, shard_bytes=hp.shard_bytes, storage_options=hp.storage_options)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
