@@ -530,7 +530,7 @@ def cached_vocabulary(
 
 def train_vocab(
     *,
-    corpus: list[str],
+    corpus: str | list[str],
     out: str,
     vocab_size: int = 30522,
     lowercase: bool = True,

@@ -267,7 +267,7 @@ class _ReportProgress(threading.Thread):
 
 def prepare_corpus(
     *,
-    corpus: list[str],
+    corpus: str | list[str],
     out: str,
     vocab_file: str | None = None,
     train_vocab_size: int = 30522,
