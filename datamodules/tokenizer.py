@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +38,20 @@ def load_wordpiece(vocab_file: str | Path, lowercase: bool = True) -> BertWordPi
 
 
 def train_wordpiece(
-    texts: Iterable[str], vocab_size: int, out_file: str | Path, lowercase: bool = True, min_frequency: int = 2
+    texts: Iterable[str],
+    vocab_size: int,
+    out_file: str | Path,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    show_progress: bool | None = None,
 ) -> Path:
-    """Train a WordPiece vocabulary on ``texts`` and write ``vocab.txt`` atomically (safe when ranks race)."""
+    """Train a WordPiece vocabulary on ``texts`` and write ``vocab.txt`` atomically (safe when ranks race).
+
+    ``show_progress``: the ``tokenizers`` library's own bar (default: only when stderr is a terminal, since the bar
+    makes an unreadable log otherwise; the text reader then reports progress as log lines).
+    """
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
     tokenizer = BertWordPieceTokenizer(lowercase=lowercase, clean_text=True, handle_chinese_chars=True)
     tokenizer.train_from_iterator(
         texts,
@@ -46,7 +59,7 @@ def train_wordpiece(
         min_frequency=min_frequency,
         special_tokens=list(SPECIAL_TOKENS),
         wordpieces_prefix="##",
-        show_progress=True,
+        show_progress=show_progress,
     )
     vocab = tokenizer.get_vocab()
     if len(vocab) <= len(SPECIAL_TOKENS):
@@ -69,3 +82,39 @@ def continuation_mask(tokenizer: BertWordPieceTokenizer) -> np.ndarray:
     for token, i in vocab.items():
         mask[i] = token.startswith("##")
     return mask
+
+
+class Vocabulary:
+    """A WordPiece vocabulary and the ids a masking data pipeline derives from it.
+
+    Args:
+        path: the ``vocab.txt`` (one token per line; BERT's special tokens present, ``[PAD]`` at id 0).
+        lowercase: lower-case and strip accents when tokenizing (uncased BERT).
+    """
+
+    def __init__(self, path: str | Path, lowercase: bool = True) -> None:
+        self.path = Path(path)
+        self.lowercase = lowercase
+        self.tokenizer = load_wordpiece(self.path, lowercase=lowercase)
+        self.size = self.tokenizer.get_vocab_size()
+
+    @cached_property
+    def special(self) -> dict[str, int]:
+        """Ids of ``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]``."""
+        vocab = self.tokenizer.get_vocab()
+        return {t: vocab[t] for t in SPECIAL_TOKENS}
+
+    @cached_property
+    def replacement_ids(self) -> np.ndarray:
+        """Ids the 10 % random replacements of masked-LM draw from: every token but ``[...]`` ones."""
+        vocab = self.tokenizer.get_vocab()
+        bracketed = {i for t, i in vocab.items() if t.startswith("[") and t.endswith("]")}
+        return np.array(sorted(set(range(self.size)) - bracketed - set(self.special.values())), dtype=np.int64)
+
+    def continuation(self) -> np.ndarray:
+        """See :func:`continuation_mask`."""
+        return continuation_mask(self.tokenizer)
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")

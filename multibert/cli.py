@@ -36,7 +36,8 @@ What else the command does around LightningCLI:
   an error multibert raises on purpose prints one line and exits with status 1 (``--debug`` or
   ``MULTIBERT_DEBUG=1`` shows the traceback). Called from Python as ``main([...])``, errors propagate.
 
-Preparation commands (``multibert NAME --help``) are plain typed functions listed in :data:`PREP_COMMANDS`.
+Preparation commands (``multibert NAME --help``) are plain typed functions listed in :data:`PREP_COMMANDS`
+(``text-prep`` tokenizes a text corpus once into litdata's streaming format for many nodes).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ log = logging.getLogger(__name__)
 #: ``multibert NAME ...`` → ``"module:function"`` run through ``jsonargparse.CLI``.
 PREP_COMMANDS: dict[str, str] = {
     "vocab": "datamodules.text.corpus:train_vocab",
+    "text-prep": "datamodules.text.prepare:prepare_corpus",
     "export": "multibert.commands.export:export_checkpoint",
     "curves": "multibert.commands.curves:plot_curves",
     "configs": "multibert.commands.configs:Configs",

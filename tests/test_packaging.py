@@ -7,10 +7,10 @@ from __future__ import annotations
 import glob
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from multibert.cli import main

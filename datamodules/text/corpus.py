@@ -1,4 +1,4 @@
-"""Text corpora: reading BERT's document format or JSONL, and a memory-mapped token cache.
+"""Text corpora: finding the files, reading BERT's document format or JSONL safely, and a memory-mapped token cache.
 
 Formats:
 
@@ -6,13 +6,25 @@ Formats:
 - JSONL: one JSON object per line with a ``text`` field; each object is a document, split into sentences at line
   breaks and at sentence-final punctuation.
 
-Tokenization runs once, streaming, into ``<cache>/tokens.bin`` (uint16 or uint32 ids) plus sentence and document
-offset arrays, and every later run memory-maps the result, so a corpus larger than RAM works and re-runs skip the
-work. The cache key covers the files' paths, sizes and modification times, the vocabulary and the casing.
+A corpus is a list of files, directories (every ``.txt`` / ``.jsonl`` / ``.json`` file below it, and files
+without a suffix such as WikiExtractor's ``wiki_00``) and glob patterns (``data/*.txt``).
+
+Bad input is named, never hung on: a line longer than ``max_sentence_chars`` is split at sentence punctuation and
+what remains too long is cut (counted and reported, with the first place it happened); a file that does not
+decode names the file, the line, the bytes and the ``encoding`` option; a NUL byte says "binary file".
+
+Files are read in byte ranges aligned to document boundaries (:func:`shards`), so the preparation command can
+hand one large file to many workers; every document belongs to exactly one range (the one holding its first
+line). The memory-mapped path reads whole files: tokenization runs once, streaming, into ``<cache>/tokens.bin``
+(uint16 or uint32 ids) plus sentence and document offset arrays, and every later run memory-maps the result, so a
+corpus larger than RAM works and re-runs skip the work. The cache key covers the files' paths, sizes and
+modification times, the vocabulary, the casing and the reading options.
 """
 
 from __future__ import annotations
 
+import codecs
+import glob
 import hashlib
 import json
 import logging
@@ -26,27 +38,155 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from datamodules import resolve_path
+from datamodules.text.progress import progress_bar
 from datamodules.tokenizer import train_wordpiece
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: Suffixes of the files a corpus directory contributes ("" for files without one, e.g. ``wiki_00``).
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".json", "")
+#: Default cap on one sentence (characters): ~2,000 WordPiece tokens, four times BERT's longest sequence.
+MAX_SENTENCE_CHARS = 10_000
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+_GLOB = re.compile(r"[*?\[]")
+
+Corpus = str | Path | Iterable[str | Path]
 
 
-def _check_files(files: Iterable[str | Path]) -> list[Path]:
-    paths = [resolve_path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
-    if not paths:
+class CorpusError(ValueError):
+    """A corpus file that cannot be read as text; the message names the file, the line and what to do."""
+
+
+def corpus_files(corpus: Corpus) -> list[Path]:
+    """The files of a corpus given as files, directories and glob patterns, in a stable order.
+
+    Raises:
+        FileNotFoundError: a file does not exist, a pattern matches nothing, a directory holds no corpus file.
+        ValueError: nothing given, or a file named explicitly is empty.
+    """
+    entries = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    if not entries:
         raise ValueError("no corpus file given (data.corpus is empty)")
-    for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"corpus file {p} does not exist")
-        if p.stat().st_size == 0:
-            raise ValueError(f"corpus file {p} is empty")
-    return paths
+    files: list[Path] = []
+    for entry in entries:
+        if _GLOB.search(str(entry)) and not Path(entry).exists():
+            matches = sorted(Path(p) for p in glob.glob(str(entry), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise FileNotFoundError(f"corpus pattern {entry} matches no file")
+            files.extend(matches)
+            continue
+        path = resolve_path(entry)
+        if path.is_dir():
+            files.extend(_directory_files(path))
+        elif not path.exists():
+            raise FileNotFoundError(f"corpus file {path} does not exist")
+        elif not path.is_file():
+            raise ValueError(f"corpus path {path} is neither a file nor a directory")
+        elif path.stat().st_size == 0:
+            raise ValueError(f"corpus file {path} is empty")
+        else:
+            files.append(path)
+    return list(dict.fromkeys(files))  # a file named twice (a directory and a pattern) is read once
+
+
+def _directory_files(directory: Path) -> list[Path]:
+    found, other = [], []
+    for p in sorted(directory.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(directory).parts):
+            continue
+        (found if p.suffix in CORPUS_SUFFIXES and p.stat().st_size > 0 else other).append(p)
+    if other:
+        log.warning(
+            "corpus directory %s: skipped %d empty files or files with other suffixes (e.g. %s); a corpus directory "
+            "contributes non-empty %s files and files without a suffix",
+            directory, len(other), other[0].name, "/".join(s for s in CORPUS_SUFFIXES if s),
+        )
+    if not found:
+        raise FileNotFoundError(
+            f"corpus directory {directory} holds no non-empty .txt, .jsonl or .json file (nor a file without suffix)"
+        )
+    return found
+
+
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python knows it and it keeps ``\\n`` a single byte (UTF-8, Latin-1, cp1252, ...)."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}; give a Python codec name such as utf-8 or latin-1") from None
+    if "\n".encode(encoding) != b"\n":
+        raise ValueError(
+            f"encoding {encoding!r} is not supported (its line breaks are not single bytes); convert the corpus to "
+            f"UTF-8 first: iconv -f {encoding} -t UTF-8 FILE > FILE.utf8.txt"
+        )
+    return encoding
+
+
+@dataclass
+class ReadStats:
+    """What reading a corpus kept and cut; summed over files (and over preparation workers)."""
+
+    documents: int = 0
+    sentences: int = 0
+    chars: int = 0
+    cut_sentences: int = 0
+    cut_chars: int = 0
+    first_cut: str = ""
+    empty_sentences: int = 0  # sentences that tokenized to nothing (counted by the tokenizing step)
+    empty_chars: int = 0
+
+    def add(self, other: ReadStats) -> None:
+        for name in ("documents", "sentences", "chars", "cut_sentences", "cut_chars", "empty_sentences", "empty_chars"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.first_cut = self.first_cut or other.first_cut
+
+    @property
+    def discarded_share(self) -> float:
+        return (self.cut_chars + self.empty_chars) / max(1, self.chars + self.cut_chars)
+
+    def report(self, what: str) -> None:
+        """Warn about what was cut or dropped; warn loudly when most of the corpus is gone."""
+        if self.cut_sentences:
+            log.warning(
+                "%s: %d sentences longer than the cap were cut (%d characters dropped, %.1f %% of the text; first at "
+                "%s); raise max_sentence_chars if they are real sentences",
+                what, self.cut_sentences, self.cut_chars, 100 * self.cut_chars / max(1, self.chars + self.cut_chars),
+                self.first_cut,
+            )
+        if self.empty_sentences:
+            log.warning("%s: skipped %d sentences that tokenized to nothing", what, self.empty_sentences)
+        if self.discarded_share > 0.5:
+            log.warning(
+                "%s: %.0f %% of the corpus text was discarded (cut or untokenizable): check that the files are "
+                "text in BERT's format (one sentence per line) or JSONL with a 'text' field",
+                what, 100 * self.discarded_share,
+            )
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Bytes ``[start, end)`` of one corpus file; it owns the documents whose first line starts in that range."""
+
+    path: Path
+    start: int
+    end: int
+
+    @property
+    def jsonl(self) -> bool:
+        return self.path.suffix in (".jsonl", ".json")
+
+
+def shards(files: Iterable[Path], shard_bytes: int | None = None) -> list[Shard]:
+    """Cut each file into ranges of about ``shard_bytes`` (whole files when None)."""
+    out = []
+    for path in files:
+        size = path.stat().st_size
+        step = size if not shard_bytes else max(1, int(shard_bytes))
+        out.extend(Shard(path, s, min(s + step, size)) for s in range(0, size, step))
+    return out
 
 
 def split_sentences(text: str) -> list[str]:
@@ -57,39 +197,160 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def read_documents(files: Iterable[str | Path], progress: tqdm | None = None) -> Iterator[list[str]]:
-    """Yield each document as a list of sentences, streaming line by line."""
-    for path in _check_files(files):
-        if path.suffix in (".jsonl", ".json"):
-            with open(path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if progress is not None:
-                        progress.update(len(line.encode("utf-8")))
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                        raise ValueError(f"{path}:{n}: expected an object with a string field 'text'")
-                    sentences = split_sentences(record["text"])
-                    if sentences:
-                        yield sentences
-        else:
+class _Reader:
+    """Reads the documents of one shard (see :func:`read_shard`)."""
+
+    def __init__(self, shard: Shard, encoding: str, max_sentence_chars: int, stats: ReadStats, progress) -> None:
+        self.shard, self.encoding, self.cap, self.stats, self.progress = shard, encoding, max_sentence_chars, stats, progress
+        self.start = 0
+        self._line_base: int | None = None
+
+    def where(self, offset: int, lines_before: int) -> str:
+        """``file:line`` of the line at byte ``offset``; the lines before the shard are counted only when asked."""
+        if self._line_base is None:
+            self._line_base = 0
+            with open(self.shard.path, "rb") as f:
+                remaining = self.start
+                while remaining > 0:
+                    block = f.read(min(remaining, 1 << 20))
+                    self._line_base += block.count(b"\n")
+                    remaining -= len(block)
+        return f"{self.shard.path}:{self._line_base + lines_before + 1}"
+
+    def decode(self, raw: bytes, offset: int, lines_before: int) -> str:
+        if b"\x00" in raw:
+            raise CorpusError(
+                f"{self.where(offset, lines_before)}: contains NUL bytes, so this looks like a binary file, not text; "
+                "remove it from the corpus (or, for UTF-16 text, convert it: iconv -f UTF-16 -t UTF-8 FILE > FILE.txt)"
+            )
+        try:
+            return raw.decode(self.encoding)
+        except UnicodeDecodeError as e:
+            bom = " (the file starts with a UTF-16 byte-order mark)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+            raise CorpusError(
+                f"{self.where(offset, lines_before)}: not valid {self.encoding}{bom}: {e.reason} at byte {e.start + 1} "
+                f"of the line ({raw[max(0, e.start - 8) : e.start + 8]!r}); give the file's encoding (data.encoding, "
+                "or --encoding of multibert text-prep; e.g. latin-1 or cp1252) or convert the file to UTF-8 "
+                "(iconv -f ENCODING -t UTF-8 FILE > FILE.utf8.txt)"
+            ) from None
+
+    def sentences(self, text: str, split: bool, offset: int, lines_before: int) -> list[str]:
+        """Sentences of a JSONL document (``split``) or of one line; long ones split at punctuation, then capped."""
+        pieces = split_sentences(text) if split or len(text) > self.cap else [text.strip()]
+        for i, piece in enumerate(pieces):
+            if len(piece) > self.cap:
+                self.stats.cut_sentences += 1
+                self.stats.cut_chars += len(piece) - self.cap
+                self.stats.first_cut = self.stats.first_cut or self.where(offset, lines_before)
+                pieces[i] = piece[: self.cap]
+            self.stats.chars += len(pieces[i])
+        return pieces
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        shard = self.shard
+        size = shard.path.stat().st_size
+        with open(shard.path, "rb") as f:
+            self.start, prev_blank = _align(f, shard.start, self.encoding)
+            end = _align(f, shard.end, self.encoding)[0] if shard.end < size else size
+            f.seek(self.start)
+            offset, lines = self.start, 0
             document: list[str] = []
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if progress is not None:
-                        progress.update(len(line.encode("utf-8")))
-                    line = line.strip()
-                    if line:
-                        document.append(line)
-                    elif document:
-                        yield document
+            doc_start = -1
+            for raw in f:
+                line_offset, offset = offset, offset + len(raw)
+                if self.progress is not None and line_offset < end:
+                    self.progress.update(min(len(raw), end - line_offset))
+                if shard.jsonl:
+                    if line_offset >= end:
+                        break
+                    if raw.strip():
+                        sentences = self._json_document(raw, line_offset, lines)
+                        if sentences:
+                            yield line_offset, sentences
+                    lines += 1
+                    continue
+                text = self.decode(raw, line_offset, lines)
+                if not text.strip():
+                    if document:
+                        yield doc_start, document
                         document = []
+                    elif line_offset >= end:
+                        break
+                    prev_blank = True
+                elif document:
+                    document.extend(self.sentences(text, False, line_offset, lines))
+                elif line_offset >= end:
+                    break
+                elif prev_blank:  # the first line of a document this shard owns
+                    doc_start = line_offset
+                    document = self.sentences(text, False, line_offset, lines)
+                    prev_blank = False
+                else:
+                    prev_blank = False  # inside a document that the previous shard owns
+                lines += 1
             if document:
-                yield document
+                yield doc_start, document
+
+    def _json_document(self, raw: bytes, offset: int, lines: int) -> list[str]:
+        try:
+            record = json.loads(self.decode(raw, offset, lines))
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{self.where(offset, lines)}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise CorpusError(f"{self.where(offset, lines)}: expected an object with a string field 'text'")
+        return self.sentences(record["text"], True, offset, lines)
+
+
+def _align(f, position: int, encoding: str) -> tuple[int, bool]:
+    """The first line start at or after ``position``, and whether the line before it is blank (True at 0)."""
+    if position <= 0:
+        return 0, True
+    f.seek(position - 1)
+    start = position - 1 + len(f.readline())  # past the line that holds byte ``position - 1``
+    line, back = b"", start - 1  # the line before ``start`` ends with the newline at ``start - 1``
+    while back > 0 and not line.strip():
+        step = min(back, 4096)
+        f.seek(back - step)
+        block = f.read(step)
+        cut = block.rfind(b"\n")
+        line = block[cut + 1 :] + line
+        if cut >= 0:
+            break
+        back -= step
+    return start, not line.decode(encoding, errors="replace").strip()
+
+
+def read_shard(
+    shard: Shard,
+    encoding: str = "utf-8",
+    max_sentence_chars: int = MAX_SENTENCE_CHARS,
+    stats: ReadStats | None = None,
+    progress: object | None = None,
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(byte offset, sentences)`` for every document whose first line starts in ``shard``.
+
+    Raises:
+        CorpusError: a line does not decode, holds NUL bytes, or (JSONL) is not an object with a ``text`` string.
+    """
+    stats = stats if stats is not None else ReadStats()
+    for offset, document in _Reader(shard, encoding, max_sentence_chars, stats, progress):
+        stats.documents += 1
+        stats.sentences += len(document)
+        yield offset, document
+
+
+def read_documents(
+    files: Corpus,
+    progress: object | None = None,
+    encoding: str = "utf-8",
+    max_sentence_chars: int = MAX_SENTENCE_CHARS,
+    stats: ReadStats | None = None,
+) -> Iterator[list[str]]:
+    """Yield each document of the corpus as a list of sentences, streaming line by line."""
+    check_encoding(encoding)
+    for shard in shards(corpus_files(files)):
+        for _, document in read_shard(shard, encoding, max_sentence_chars, stats, progress):
+            yield document
 
 
 @dataclass
@@ -118,24 +379,36 @@ class TokenizedCorpus:
         return self.tokens[self.sentence_offsets[s] : self.sentence_offsets[s + 1]]
 
 
-def cache_key(files: Iterable[str | Path], vocab_file: str | Path, lowercase: bool) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{lowercase}".encode())
-    for p in _check_files(files):
+def file_fingerprint(files: Iterable[Path]) -> list[list]:
+    """``[path, size, mtime_ns]`` per file: what decides whether a cache or a prepared dataset is stale."""
+    out = []
+    for p in files:
         st = p.stat()
-        h.update(f"|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def cache_key(
+    files: Corpus, vocab_file: str | Path, lowercase: bool, encoding: str = "utf-8",
+    max_sentence_chars: int = MAX_SENTENCE_CHARS,
+) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{lowercase}|{encoding}|{max_sentence_chars}".encode())
+    h.update(json.dumps(file_fingerprint(corpus_files(files))).encode())
     h.update(Path(vocab_file).read_bytes())
     return h.hexdigest()[:16]
 
 
 def tokenize_corpus(
-    files: Iterable[str | Path],
+    files: Corpus,
     tokenizer,
     out_dir: str | Path,
     batch_sentences: int = 4096,
     progress: bool = True,
+    encoding: str = "utf-8",
+    max_sentence_chars: int = MAX_SENTENCE_CHARS,
 ) -> Path:
     """Tokenize ``files`` into ``out_dir`` (written to a temporary folder, then renamed: safe to interrupt)."""
-    files = _check_files(files)
+    files = corpus_files(files)
     out_dir = Path(out_dir)
     if (out_dir / "meta.json").is_file():
         return out_dir
@@ -145,25 +418,24 @@ def tokenize_corpus(
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
     sentence_offsets = array("q", [0])
     document_offsets = array("q", [0])
-    skipped = 0
-    total_bytes = sum(p.stat().st_size for p in files)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing corpus", disable=not progress)
+    stats = ReadStats()
+    bar = progress_bar(sum(p.stat().st_size for p in files), "tokenizing corpus", enabled=progress)
     pending: list[str] = []
     pending_docs: list[int] = []  # number of sentences of each pending document
 
     with open(tmp / "tokens.bin", "wb") as out:
 
         def flush() -> None:
-            nonlocal skipped
             if not pending:
                 return
             encodings = tokenizer.encode_batch(pending, add_special_tokens=False)
             i = 0
             for n in pending_docs:
                 kept = 0
-                for enc in encodings[i : i + n]:
+                for text, enc in zip(pending[i : i + n], encodings[i : i + n]):
                     if not enc.ids:
-                        skipped += 1
+                        stats.empty_sentences += 1
+                        stats.empty_chars += len(text)
                         continue
                     out.write(np.asarray(enc.ids, dtype=dtype).tobytes())
                     sentence_offsets.append(sentence_offsets[-1] + len(enc.ids))
@@ -174,16 +446,23 @@ def tokenize_corpus(
             pending.clear()
             pending_docs.clear()
 
-        for document in read_documents(files, progress=bar):
-            pending.extend(document)
-            pending_docs.append(len(document))
-            if len(pending) >= batch_sentences:
-                flush()
-        flush()
-    bar.close()
+        try:
+            for document in read_documents(files, bar, encoding, max_sentence_chars, stats):
+                pending.extend(document)
+                pending_docs.append(len(document))
+                if len(pending) >= batch_sentences:
+                    flush()
+            flush()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            bar.close()
+    what = ", ".join(str(p) for p in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    stats.report(f"corpus {what}")
     if len(sentence_offsets) == 1:
         shutil.rmtree(tmp)
-        raise ValueError(f"corpus {[str(p) for p in files]} contains no sentences")
+        raise ValueError(f"corpus {what} contains no sentences")
     np.save(tmp / "sentence_offsets.npy", np.frombuffer(sentence_offsets, dtype=np.int64))
     np.save(tmp / "document_offsets.npy", np.frombuffer(document_offsets, dtype=np.int64))
     meta = {
@@ -192,11 +471,11 @@ def tokenize_corpus(
         "tokens": int(sentence_offsets[-1]),
         "sentences": len(sentence_offsets) - 1,
         "documents": len(document_offsets) - 1,
-        "skipped_empty_sentences": skipped,
+        "skipped_empty_sentences": stats.empty_sentences,
+        "cut_sentences": stats.cut_sentences,
+        "cut_chars": stats.cut_chars,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    if skipped:
-        log.warning("skipped %d sentences that tokenized to nothing", skipped)
     try:
         os.replace(tmp, out_dir)
     except OSError:  # another rank finished first
@@ -215,23 +494,61 @@ def open_tokenized(directory: str | Path) -> TokenizedCorpus:
     )
 
 
-def iter_corpus_text(files: Iterable[str | Path]) -> Iterator[str]:
-    """Every text line of plain-text or JSONL (``text`` field) corpus files, for vocabulary training."""
-    for document in read_documents(files):
-        yield from document
+def iter_corpus_text(
+    files: Corpus, encoding: str = "utf-8", max_sentence_chars: int = MAX_SENTENCE_CHARS, progress: bool = True
+) -> Iterator[str]:
+    """Every sentence of the corpus, for vocabulary training, with progress (log lines when not on a terminal)."""
+    files = corpus_files(files)
+    bar = progress_bar(sum(p.stat().st_size for p in files), "reading corpus for the vocabulary", enabled=progress)
+    try:
+        for document in read_documents(files, bar, encoding, max_sentence_chars):
+            yield from document
+    finally:
+        bar.close()
+    log.info("corpus read; computing the WordPiece vocabulary")
 
 
-def train_vocab(*, corpus: list[str], out: str, vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2) -> None:
+def cached_vocabulary(
+    files: list[Path],
+    vocab_size: int,
+    lowercase: bool,
+    cache_dir: Path,
+    encoding: str = "utf-8",
+    max_sentence_chars: int = MAX_SENTENCE_CHARS,
+) -> Path:
+    """A WordPiece vocabulary trained on ``files``, cached under ``cache_dir/vocab/<key>/vocab.txt`` (the key covers
+    the files' paths, sizes and modification times and the settings); trained on the first call only."""
+    h = hashlib.sha1(f"{vocab_size}|{lowercase}|{encoding}|{max_sentence_chars}".encode())
+    for path, size, mtime in file_fingerprint(files):
+        h.update(f"|{path}|{size}|{mtime}".encode())
+    path = Path(cache_dir) / "vocab" / h.hexdigest()[:16] / "vocab.txt"
+    if not path.is_file():
+        log.info("training a %d-token WordPiece vocabulary on %d corpus files", vocab_size, len(files))
+        train_wordpiece(iter_corpus_text(files, encoding, max_sentence_chars), vocab_size, path, lowercase)
+    return path
+
+
+def train_vocab(
+    *,
+    corpus: str | list[str],
+    out: str,
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    encoding: str = "utf-8",
+) -> None:
     """Train a WordPiece vocabulary on a corpus (``multibert vocab``).
 
     Args:
-        corpus: corpus files: plain text (one sentence per line, blank line between documents) or JSONL with a
-            ``text`` field.
+        corpus: corpus files, directories or glob patterns: plain text (one sentence per line, blank line between
+            documents) or JSONL with a ``text`` field.
         out: where to write ``vocab.txt``.
         vocab_size: target vocabulary size (special tokens included).
         lowercase: lower-case and strip accents (uncased BERT).
         min_frequency: minimum count of a merge.
+        encoding: the files' text encoding (utf-8, latin-1, cp1252, ...).
     """
-    path = train_wordpiece(iter_corpus_text(corpus), vocab_size, out, lowercase, min_frequency)
-    size = sum(1 for _ in open(path, encoding="utf-8"))
+    texts = iter_corpus_text(corpus, check_encoding(encoding))
+    path = train_wordpiece(texts, vocab_size, out, lowercase, min_frequency)
+    size = len(Path(path).read_text(encoding="utf-8").splitlines())
     print(f"wrote {size} tokens to {path}")

@@ -158,7 +158,10 @@ class ModelSummary(RichModelSummary):
                 **summarize_kwargs,
             )
             return
-        from lightning.pytorch.utilities.model_summary.model_summary import get_formatted_model_size, get_human_readable_count
+        from lightning.pytorch.utilities.model_summary.model_summary import (
+            get_formatted_model_size,
+            get_human_readable_count,
+        )
         from rich import get_console
         from rich.table import Table
 

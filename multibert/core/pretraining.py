@@ -54,17 +54,16 @@ class PretrainingTask(EncoderTask):
     def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         mlm, pair = self(batch)
         loss = self.hparams.mlm_weight * mlm.loss
-        opts = self.log_options(stage)
-        self._log_objective(stage, "mlm", mlm, opts)
+        self._log_objective(stage, "mlm", mlm)
         if pair is not None:
             loss = loss + self.hparams.pair_weight * pair.loss
-            self._log_objective(stage, self.hparams.pair_name, pair, opts)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch), **opts)
+            self._log_objective(stage, self.hparams.pair_name, pair)
+        self.log_metric(f"{stage}/loss", loss, len(batch), prog_bar=True)
         return loss
 
-    def _log_objective(self, stage: str, name: str, out: ObjectiveOutput, opts: dict) -> None:
+    def _log_objective(self, stage: str, name: str, out: ObjectiveOutput) -> None:
         total = int(out.total)
         if total == 0:  # no example of this batch carries the objective's label (e.g. video-only examples)
             return
-        self.log(f"{stage}/{name}_loss", out.loss, batch_size=total, prog_bar=name == "mlm", **opts)
-        self.log(f"{stage}/{name}_acc", out.correct.float() / total, batch_size=total, **opts)
+        self.log_metric(f"{stage}/{name}_loss", out.loss, total, prog_bar=name == "mlm")
+        self.log_metric(f"{stage}/{name}_acc", out.correct.float() / total, total)

@@ -279,10 +279,15 @@ class EncoderTask(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.shared_step(batch, "test")
 
-    def log_options(self, stage: str) -> dict[str, bool]:
-        """How a loss or metric of ``stage`` is logged: per step and per epoch in training, per epoch otherwise;
-        epoch values are averaged over all processes under DDP (step values stay per process, unsynchronised)."""
-        return dict(on_step=stage == "train", on_epoch=True, sync_dist=True)
+    def log_metric(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
+        """Log ``stage/...`` the one way every task does: epoch means averaged over ranks under DDP; training also
+        logs ``NAME_step``, this rank's value, with no collective per step (a rank whose batch lacks an objective's
+        labels logs nothing for it at that step, and a per-step all-reduce would wait for it forever)."""
+        if name.startswith("train/"):
+            self.log(f"{name}_step", value, batch_size=batch_size, prog_bar=prog_bar, on_step=True, on_epoch=False)
+            self.log(f"{name}_epoch", value, batch_size=batch_size, on_step=False, on_epoch=True, sync_dist=True)
+        else:
+            self.log(name, value, batch_size=batch_size, prog_bar=prog_bar, on_step=False, on_epoch=True, sync_dist=True)
 
     def log_lr(self) -> None:
         if self._trainer is not None and self.trainer.optimizers:

@@ -364,15 +364,13 @@ class DistillationTask(EncoderTask):
         hp = self.hparams
         terms, s_pred, t_pred = self.losses(batch)
         loss = sum(getattr(hp, f"alpha_{name}") * value for name, value in terms.items())
-        opts = dict(**self.log_options(stage), batch_size=len(batch))
         for name, value in terms.items():
-            self.log(f"{stage}/loss_{name}", value, **opts)
-        self.log(f"{stage}/loss", loss, prog_bar=True, **opts)
+            self.log_metric(f"{stage}/loss_{name}", value, len(batch))
+        self.log_metric(f"{stage}/loss", loss, len(batch), prog_bar=True)
         if s_pred is not None:
             total = max(int(s_pred.labels.numel()), 1)
             for who, pred in (("student", s_pred), ("teacher", t_pred)):
                 correct, _ = accuracy_counts(pred.logits, pred.labels)
-                acc_opts = {**opts, "batch_size": total}
-                self.log(f"{stage}/{who}_acc", correct.float() / total, prog_bar=who == "student", **acc_opts)
+                self.log_metric(f"{stage}/{who}_acc", correct.float() / total, total, prog_bar=who == "student")
         return loss
 

@@ -58,7 +58,7 @@ class FinetuneTask(EncoderTask):
             self.log(f"{stage}/{name}", value, prog_bar=name in ("acc", "f1", "micro_f1", "exact"))
 
     def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, **self.log_options(stage))
+        self.log_metric(f"{stage}/loss", loss, batch_size, prog_bar=True)
 
     # ----------------------------------------------------------------- checkpoints
     def check_saved_labels(self, checkpoint: dict, what: str = "labels") -> None:
