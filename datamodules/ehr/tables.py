@@ -16,7 +16,8 @@ reversed or shuffled file is refused rather than read with later visits as histo
 counted from 1 in the table's order (for JSONL, the line number).
 
 Patient-level split files ``train-id.txt``, ``eval-id.txt``, ``test-id.txt`` (one SUBJECT_ID per line) sit next to
-the table. :func:`prepare_ehr` is the ``multibert gbert-prep`` command.
+the table. :func:`prepare_ehr` is the ``multibert gbert-prep`` command (it stays here, beside the format it writes,
+though the module then runs a little over 400 lines; MIMIC-III's own rules are in :mod:`datamodules.ehr.mimic`).
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def _check_row_order(subject: np.ndarray, hadm: np.ndarray, source: str) -> None
         )
     ends = np.concatenate([change, [len(subject)]])
     multi = [(a, b) for a, b in zip(starts, ends) if b - a > 1]
+    # with 10+ multi-visit patients all in HADM_ID order, chance is no explanation: the table was sorted by it
     if len(multi) >= 10 and all((np.diff(hadm[a:b]) > 0).all() for a, b in multi):
         log.warning(
             "%s: no %s column, and every patient's visits are in ascending HADM_ID order. The authors' tables are "
