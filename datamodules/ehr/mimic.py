@@ -19,9 +19,10 @@ The authors' rules, and where this module differs on purpose:
   (admission, code) pairs before any other filter, as the authors do (``loc[:1999]`` of the sorted counts: 2,000
   codes); ties are broken by the code string here (the authors' sort leaves them in arbitrary order).
 - **Admissions** need kept diagnoses and kept medications, and at least ``min_dx`` (2) distinct diagnoses and
-  ``min_rx`` (2) distinct medications (G-BERT's ``filter_patient``; the authors drop the whole patient, which for
-  their single-visit table is the admission); with ``with_procedures`` also a procedure (GAMENet's table keeps only
-  admissions with one).
+  ``min_rx`` (2) distinct medications (G-BERT's ``filter_patient``, applied to its single-visit table, where it
+  drops the whole patient, i.e. the admission; GAMENet's multi-visit table has no such filter: ``min_dx=1,
+  min_rx=1`` reproduces it); with ``with_procedures`` also a procedure (GAMENet's table keeps only admissions with
+  one).
 - **Order**: each patient's visits are ordered by ``ADMITTIME`` from ADMISSIONS. The authors' tables come out of a
   pandas ``groupby`` and are ordered by ``HADM_ID``, which in MIMIC-III is not chronological.
 - **Patients**: one table holds single- and multi-visit patients; the datamodule uses single-visit patients for
