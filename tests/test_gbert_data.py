@@ -181,52 +181,6 @@ def test_cli_pretrain_finetune_test_predict(tmp_path: Path, monkeypatch: pytest.
     assert 0.0 <= score <= 1.0 and math.isfinite(score)
     assert ckpt["hyper_parameters"]["adapter"]["init_args"]["rx_codes"] == rx  # the vocabulary travels with it
 
-def write_mimic(directory: Path) -> Path:
-    """Six admissions of three patients in MIMIC-III's column layout, and an NDC → ATC map."""
-    directory.mkdir()
-    pd.DataFrame({
-        "ROW_ID": range(6), "SUBJECT_ID": [1, 1, 2, 2, 3, 3], "HADM_ID": [12, 11, 21, 22, 31, 32],
-        # HADM_ID is not chronological: 12 precedes 11
-        "ADMITTIME": ["2101-01-01", "2102-05-01", "2110-01-01", "2111-01-01", "2120-01-01", "2121-01-01"],
-    }).to_csv(directory / "ADMISSIONS.csv", index=False)
-    pd.DataFrame({
-        "SUBJECT_ID": [1, 1, 1, 2, 2, 3, 3, 3],
-        "HADM_ID": [12, 12, 11, 21, 22, 31, 32, 32],
-        "SEQ_NUM": [1, 2, 1, 1, 1, 1, 1, 2],
-        "ICD9_CODE": ["4019", "25000", "4019", "0389", "4280", "4019", "V4581", "4019"],
-    }).to_csv(directory / "DIAGNOSES_ICD.csv.gz", index=False)
-    pd.DataFrame({
-        "SUBJECT_ID": [1, 1, 1, 2, 2, 3, 3],
-        "HADM_ID": [12, 11, 11, 21, 22, 31, 32],
-        "DRUG": ["a", "b", "c", "d", "e", "f", "g"],
-        # 0 = no NDC; 99999999999 is not in the map; 22 maps to a level-2 code (too short)
-        "NDC": ["00054829725", "0", "00054829725", "51079025520", "99999999999", "00000000022", "63323026201"],
-    }).to_csv(directory / "PRESCRIPTIONS.csv", index=False)
-    ndc = directory / "ndc_atc.csv"
-    pd.DataFrame({"NDC": ["54829725", "51079025520", "22", "63323026201"], "ATC": ["N02BE01", "C07AB02", "N0", "B01AB01"]}).to_csv(ndc, index=False)
-    return ndc
-
-
-def test_prepare_mimic_tables(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from multibert.cli import main
-
-    ndc = write_mimic(tmp_path / "mimic")
-    out = tmp_path / "prep" / "visits.jsonl"
-    with caplog.at_level(logging.INFO):
-        main(["gbert-prep", "--mimic_dir", str(tmp_path / "mimic"), "--ndc_to_atc", str(ndc), "--out", str(out)])
-    df = read_admissions(out)
-    # patient 2's visit 22 has only an unmapped NDC, patient 3's visit 31 only a too-short ATC code: both dropped
-    assert df.HADM_ID.tolist() == [12, 11, 21, 32]  # chronological by ADMITTIME, not by HADM_ID
-    assert df.ATC4.tolist() == [["N02B"], ["N02B"], ["C07A"], ["B01A"]]  # ATC level 3 = 4 characters
-    assert df.ICD9_CODE.tolist() == [["4019", "25000"], ["4019"], ["0389"], ["V4581", "4019"]]
-    assert "1 without NDC, 1 with unmapped NDC" in caplog.text
-    assert "2 dropped for lacking diagnoses or medications" in caplog.text
-    assert (out.parent / "train-id.txt").is_file()
-    with pytest.raises(ValueError, match="--mimic_dir needs --ndc_to_atc"):
-        prepare_ehr(out=str(out), mimic_dir=str(tmp_path / "mimic"))
-    with pytest.raises(ValueError, match="give exactly one source"):
-        prepare_ehr(out=str(out))
-
 
 def test_ddi_rate_from_pairs_file(tmp_path: Path) -> None:
     from multibert.gbert.task import load_ddi

@@ -1,12 +1,14 @@
 """EHR visits for G-BERT (Shang et al., 2019, arXiv 1906.00346): pretraining and medication-recommendation batches.
 
-The table (:mod:`datamodules.ehr.tables`) is read once; the code vocabularies (sorted diagnosis and medication codes) are
-computed in ``__init__`` and flow into the model through ``model_links`` (``dx_codes``, ``rx_codes``). Visits are
+``__init__`` only checks its arguments (files exist); the table (:mod:`datamodules.ehr.tables`) is read on first
+use, once per process: the code vocabularies (sorted diagnosis and medication codes) are computed then and flow into
+the model through ``model_links`` (``dx_codes``, ``rx_codes``), which the CLI reads before building the model. Visits are
 tokenised into one joint id space: ``0 [PAD]``, ``1 [CLS]``, ``2 [MASK]``, then the diagnosis codes, then the
 medication codes. A visit becomes two sequences, ``[CLS]`` + its diagnoses (type 0) and ``[CLS]`` + its
 medications (type 1); code order inside a sequence carries no meaning (the adapter adds no position embedding).
 
-- ``pretrain`` batches hold visits of the training patients (single-visit patients included, as in G-BERT), masked
+- ``pretrain`` batches hold visits of the training patients (single-visit patients included, as in G-BERT) and of
+  the pretraining-only tables ``pretrain_paths`` (e.g. the authors' ``data-single-visit.pkl``), masked
   with BERT's 80/10/10 rule (random replacements drawn from the same code type — the authors' code draws
   diagnosis replacements from the medication vocabulary), and the multi-hot sets to predict.
 - ``recommend`` batches hold whole patients (many per batch, not one): every visit's two sequences, where each
@@ -14,14 +16,18 @@ medications (type 1); code order inside a sequence carries no meaning (the adapt
   (counted).
 
 Patient-level splits come from ``train-id.txt`` / ``eval-id.txt`` / ``test-id.txt`` beside the table when present,
-else a seeded 2/3 : 1/6 : 1/6 split of the multi-visit patients. With no ``path`` the SYNTHETIC cohort
-(:mod:`datamodules.ehr.synthetic`) is generated in memory: the embedded default for quickstart and tests.
+else a seeded 2/3 : 1/6 : 1/6 split of the multi-visit patients. Admissions of validation or test patients never
+reach pretraining: rows of the ``pretrain_paths`` tables whose patient is in the validation or test split, or whose
+admission is already in the main table, are dropped and counted. With no ``path`` the SYNTHETIC cohort
+(:mod:`datamodules.ehr.synthetic`) is generated in memory (a warning says so): the embedded default for quickstart
+and tests.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
@@ -187,6 +193,8 @@ class EHRDataModule(pl.LightningDataModule):
         path: admission table (``.parquet``, ``.jsonl``, or the authors' ``.pkl`` with ``allow_pickle``); ``None``
             generates the SYNTHETIC cohort.
         allow_pickle: confirm that a ``.pkl`` table is trusted (unpickling runs code from the file).
+        pretrain_paths: more admission tables used for pretraining only (the authors add ``data-single-visit.pkl``);
+            their patients in the validation or test split are left out, and counted.
         task: ``pretrain`` (visit batches) or ``recommend`` (patient batches).
         batch_size: visits per pretraining batch, patients per recommendation batch.
         alternate: ``(pretrain_epochs, finetune_epochs)`` for G-BERT's alternating schedule: with task
@@ -216,6 +224,7 @@ class EHRDataModule(pl.LightningDataModule):
         self,
         path: str | None = None,
         allow_pickle: bool = False,
+        pretrain_paths: list[str] | None = None,
         task: Literal["pretrain", "recommend"] = "recommend",
         batch_size: int = 64,
         alternate: tuple[int, int] | None = None,
@@ -237,24 +246,82 @@ class EHRDataModule(pl.LightningDataModule):
             raise ValueError(f"alternate={alternate}: needs task='recommend' and two non-negative epoch counts")
         self.save_hyperparameters()
         self.predict_output = predict_output
-        if ddi_path is not None and not Path(ddi_path).is_file():
-            raise FileNotFoundError(f"ddi_path {ddi_path} does not exist")
+        for name, given in (("path", path), ("predict_path", predict_path), ("ddi_path", ddi_path),
+                            *((f"pretrain_paths[{i}]", p) for i, p in enumerate(pretrain_paths or []))):
+            if given is not None and not Path(given).is_file():
+                raise FileNotFoundError(f"data.{name}: {given} does not exist")
+        if split_dir is not None and not Path(split_dir).is_dir():
+            raise FileNotFoundError(f"data.split_dir: {split_dir} is not a folder")
         self.ddi_path = ddi_path
-        if path is None:
-            table = _synthetic_cohort(synthetic_patients, synthetic_seed)
-            log.info("EHRDataModule: no path given, using the SYNTHETIC cohort (%d admissions)", len(table))
-        else:
-            table = read_admissions(path, allow_pickle=allow_pickle)
-        self.table = table
-        self.dx_codes: list[str] = sorted({c for v in table[DX] for c in v})
-        self.rx_codes: list[str] = sorted({c for v in table[RX] for c in v})
-        self.dx_index = {c: NUM_SPECIAL + i for i, c in enumerate(self.dx_codes)}
-        self.rx_index = {c: NUM_SPECIAL + len(self.dx_codes) + i for i, c in enumerate(self.rx_codes)}
-        splits = read_split_ids(split_dir or Path(path).parent) if (split_dir or path) else None
-        if splits is None:
-            splits = split_patients(table, seed)
-        self.splits = splits
+        #: what was substituted for data the user did not give (read by the CLI), else None
+        self.synthetic_data = (
+            f"no data.path given: the SYNTHETIC G-BERT cohort ({synthetic_patients} patients, seed {synthetic_seed})"
+            if path is None else None
+        )
         self._datasets: dict[str, Dataset] = {}
+
+    # ----------------------------------------------------------------------------------------- tables (lazy)
+    @functools.cached_property
+    def table(self) -> pd.DataFrame:
+        """The admission table, read (or, without ``path``, generated) on first use."""
+        if self.hparams.path is None:
+            table = _synthetic_cohort(self.hparams.synthetic_patients, self.hparams.synthetic_seed)
+            log.warning(
+                "EHRDataModule: no path given, using the SYNTHETIC cohort (%d patients, %d admissions, seed %d), "
+                "not patient data; pass --data.path to train on your table",
+                table.SUBJECT_ID.nunique(), len(table), self.hparams.synthetic_seed,
+            )
+            return table
+        return read_admissions(self.hparams.path, allow_pickle=self.hparams.allow_pickle)
+
+    @functools.cached_property
+    def splits(self) -> dict[str, set[int]]:
+        """SUBJECT_IDs per split: the split files, else a seeded split of the table."""
+        folder = self.hparams.split_dir or (Path(self.hparams.path).parent if self.hparams.path else None)
+        splits = read_split_ids(folder) if folder is not None else None
+        return splits if splits is not None else split_patients(self.table, self.hparams.seed)
+
+    @functools.cached_property
+    def pretrain_table(self) -> pd.DataFrame | None:
+        """The ``pretrain_paths`` admissions that may pretrain: no validation or test patient, no admission twice."""
+        if not self.hparams.pretrain_paths:
+            return None
+        held_out = self.splits["val"] | self.splits["test"]
+        seen = set(self.table.HADM_ID.tolist())
+        kept, counts = [], Counter()
+        for path in self.hparams.pretrain_paths:
+            extra = read_admissions(path, allow_pickle=self.hparams.allow_pickle, order=False)
+            leak = extra.SUBJECT_ID.isin(held_out)
+            again = ~leak & extra.HADM_ID.isin(seen)
+            counts["admissions of validation/test patients"] += int(leak.sum())
+            counts["admissions already in the main table or an earlier pretraining table"] += int(again.sum())
+            extra = extra[~leak & ~again]
+            seen.update(extra.HADM_ID.tolist())
+            counts["admissions added to pretraining"] += len(extra)
+            kept.append(extra)
+        log.warning("pretrain_paths %s: %s", list(self.hparams.pretrain_paths), dict(counts))
+        return pd.concat(kept, ignore_index=True)
+
+    def _tables(self) -> list[pd.DataFrame]:
+        return [self.table] + ([self.pretrain_table] if self.pretrain_table is not None else [])
+
+    @functools.cached_property
+    def dx_codes(self) -> list[str]:
+        """The diagnosis vocabulary: every code of the table and of the admitted pretraining tables, sorted."""
+        return sorted({c for t in self._tables() for v in t[DX] for c in v})
+
+    @functools.cached_property
+    def rx_codes(self) -> list[str]:
+        """The medication vocabulary, as :attr:`dx_codes`."""
+        return sorted({c for t in self._tables() for v in t[RX] for c in v})
+
+    @functools.cached_property
+    def dx_index(self) -> dict[str, int]:
+        return {c: NUM_SPECIAL + i for i, c in enumerate(self.dx_codes)}
+
+    @functools.cached_property
+    def rx_index(self) -> dict[str, int]:
+        return {c: NUM_SPECIAL + len(self.dx_codes) + i for i, c in enumerate(self.rx_codes)}
 
     @property
     def vocab_size(self) -> int:
@@ -308,6 +375,8 @@ class EHRDataModule(pl.LightningDataModule):
                 table = read_admissions(self.hparams.predict_path, self.hparams.allow_pickle) if self.hparams.predict_path else self._split_table("test")
             else:
                 table = self._split_table(split)
+            if kind == "pretrain" and split == "train" and self.pretrain_table is not None:
+                table = pd.concat([table, self.pretrain_table], ignore_index=True)  # pretraining-only admissions
             patients = self._patients(table, f"{split} split")
             if kind == "pretrain":
                 self._datasets[key] = VisitDataset([(d, r) for _, visits in patients for _, d, r in visits])
