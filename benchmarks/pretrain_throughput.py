@@ -46,8 +46,8 @@ from transformers import BertForPreTraining
 
 from datamodules import default_cache_dir
 from datamodules.masking import mask_tokens
+from datamodules.sampling import EpochSampler
 from datamodules.text.datamodule import (
-    EpochSampler,
     TextPretrainingDataModule,
     collate_tokens,
 )
@@ -161,7 +161,7 @@ def sentence_batches(dm: TextPretrainingDataModule, batch: int, T: int, n_batche
     lengths = np.minimum(corpus.sentence_lengths, T - 2) + 2
     sentences = list(range(len(lengths)))
     sampler = EpochSampler(sentences, batch, seed=seed, lengths=lengths if bucketed else None)
-    keys = [i for _, i in sampler][: batch * n_batches]
+    keys = list(sampler)[: batch * n_batches]
     cls, sep, mask = dm.special["[CLS]"], dm.special["[SEP]"], dm.special["[MASK]"]
     out = []
     for b in range(0, len(keys), batch):

@@ -299,10 +299,10 @@ def test_the_ndc_to_rxnorm_file_is_parsed_not_run(tmp_path: Path) -> None:
 def test_reading_shows_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys) -> None:
     write_mimic(tmp_path / "mimic")
     path = tmp_path / "mimic" / "PRESCRIPTIONS.csv"
-    with caplog.at_level(logging.INFO, logger="datamodules.ehr.mimic"):
+    with caplog.at_level(logging.INFO, logger="multibert.core.progress"):
         read_mimic_table(path, ["NDC"])  # not a terminal: a log line
-    size = path.stat().st_size / 1e6
-    assert f"reading PRESCRIPTIONS.csv: {size:.1f} MB (100%)" in caplog.text and "(done)" in caplog.text
+    size = path.stat().st_size / 1e3  # 1.1 kB
+    assert f"reading PRESCRIPTIONS.csv: {size:.1f} kB of {size:.1f} kB (100%)" in caplog.text and "(done)" in caplog.text
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: a bar
     read_mimic_table(path, ["NDC"])
     assert "reading PRESCRIPTIONS.csv: 100%" in capsys.readouterr().err

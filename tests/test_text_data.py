@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from datamodules.masking import mask_tokens
+from datamodules.sampling import EpochSampler
 from datamodules.text.corpus import CorpusError, read_shard, shards
 from datamodules.text.datamodule import (
-    EpochSampler,
     TextPretrainingDataModule,
     collate_tokens,
     truncate_pair,
 )
-from datamodules.text.progress import LoggedProgress
 from multibert.core.batch import IGNORE_INDEX
+from multibert.core.progress import LoggedProgress
 
 SAMPLE = Path(__file__).parents[1] / "datamodules" / "data" / "shakespeare_sample.txt"
 
@@ -140,7 +140,7 @@ def test_validation_masks_are_fixed_across_epochs(datamodule):
 
 def test_ranks_get_disjoint_shards_of_equal_length(datamodule):
     ds = datamodule.train_set
-    keys = [list(EpochSampler(ds, 16, seed=1, num_replicas=2, rank=r, lengths=ds.lengths)) for r in (0, 1)]
+    keys = [list(EpochSampler(ds, 16, seed=1, num_replicas=2, rank=r, lengths=ds.lengths, keys_with_epoch=True)) for r in (0, 1)]
     assert len(keys[0]) == len(keys[1])
     idx = [{i for _, i in k} for k in keys]
     overlap = idx[0] & idx[1]
@@ -153,7 +153,7 @@ def test_length_bucketing_reduces_padding():
     dataset = list(range(4000))
 
     def pad_share(bucketed: bool) -> float:
-        order = [i for _, i in EpochSampler(dataset, 32, seed=0, lengths=lengths if bucketed else None)]
+        order = list(EpochSampler(dataset, 32, seed=0, lengths=lengths if bucketed else None))
         batches = [lengths[order[b : b + 32]] for b in range(0, len(order), 32)]
         return sum(b.max() * len(b) - b.sum() for b in batches) / sum(b.max() * len(b) for b in batches)
 
@@ -377,7 +377,7 @@ def test_byte_range_shards_read_every_document_once(tmp_path, shard_bytes):
 
 def test_progress_is_logged_when_output_is_not_a_terminal(tmp_path, caplog):
     progress = LoggedProgress(total=2_000_000, desc="reading", interval=0.0)
-    with caplog.at_level(logging.INFO, logger="datamodules.text.progress"):
+    with caplog.at_level(logging.INFO, logger="multibert.core.progress"):
         progress.update(500_000)
         progress.update(1_500_000)
         progress.close()
@@ -386,6 +386,6 @@ def test_progress_is_logged_when_output_is_not_a_terminal(tmp_path, caplog):
     assert lines[-1].endswith("(done)")
     caplog.clear()
     dm = TextPretrainingDataModule(str(SAMPLE), train_vocab_size=300, cache_dir=str(tmp_path))
-    with caplog.at_level(logging.INFO, logger="datamodules"):
+    with caplog.at_level(logging.INFO, logger="multibert.core.progress"):
         dm.vocab_size  # noqa: B018  (stderr is captured by pytest: not a terminal)
     assert "reading corpus for the vocabulary: 214.0 kB of 214.0 kB (100%)" in caplog.text

@@ -35,53 +35,18 @@ from __future__ import annotations
 import ast
 import gzip
 import logging
-import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Literal
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from multibert.core.progress import progress_bar
 from multibert.gbert.ontology import normalize_icd9
 
 log = logging.getLogger(__name__)
 
 KEYS = ["SUBJECT_ID", "HADM_ID"]
-
-
-# ------------------------------------------------------------------------------------------------ progress
-class _LoggedProgress:
-    """A progress bar's ``update`` / ``close`` as log lines every ``interval`` seconds and at the end (for output
-    that is not a terminal, where a bar's carriage returns make an unreadable log)."""
-
-    def __init__(self, total: float | None, desc: str, interval: float) -> None:
-        self.total, self.desc, self.interval = total, desc, interval
-        self.n = 0.0
-        self.start = self.last = time.monotonic()
-
-    def update(self, n: float) -> None:
-        self.n += n
-        now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.last = now
-            self._log(now, "")
-
-    def close(self) -> None:
-        self._log(time.monotonic(), " (done)")
-
-    def _log(self, now: float, tail: str) -> None:
-        share = f" ({self.n / self.total:.0%})" if self.total else ""
-        log.info("%s: %.1f MB%s, %.0f s%s", self.desc, self.n / 1e6, share, now - self.start, tail)
-
-
-def progress(total: float | None, desc: str, interval: float = 10.0):
-    """A byte-counting ``tqdm`` bar when stderr is a terminal, else :class:`_LoggedProgress` (same interface as the
-    text family's ``progress_bar``, so one shared helper can replace both)."""
-    if sys.stderr.isatty():
-        return tqdm(total=total, desc=desc, unit="B", unit_scale=True)
-    return _LoggedProgress(total, desc, interval)
 
 
 # ------------------------------------------------------------------------------------------------ drop report
@@ -117,7 +82,7 @@ def read_mimic_table(path: Path, columns: Iterable[str], optional: Iterable[str]
     wanted = set(columns) | set(optional)
     chunks = []
     with open(path, "rb") as raw, (gzip.open(raw) if path.suffix == ".gz" else nullcontext(raw)) as stream:
-        bar = progress(path.stat().st_size, f"reading {path.name}")
+        bar = progress_bar(path.stat().st_size, f"reading {path.name}", interval=10.0)
         done = 0
         for chunk in pd.read_csv(stream, dtype=str, usecols=lambda c: c.upper() in wanted, chunksize=500_000):
             chunks.append(chunk)

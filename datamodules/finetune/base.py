@@ -22,10 +22,11 @@ from typing import Any, ClassVar
 import lightning.pytorch as pl
 import torch
 from tokenizers import BertWordPieceTokenizer
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from datamodules import default_cache_dir, resolve_path
+from datamodules.sampling import EpochSampler
 from datamodules.tokenizer import load_wordpiece, train_wordpiece
 from multibert.core.hub import looks_like_hub_id, resolve_pretrained
 
@@ -234,7 +235,7 @@ class FinetuneDataModule(pl.LightningDataModule):
         # the order is a function of (seed, epoch); under DDP each rank reads its own shard of it
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(self.datasets[split], num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        sampler = EpochSampler(self.datasets[split], self.batch_size, seed=self.seed, num_replicas=world, rank=rank)
         return StatefulDataLoader(self.datasets[split], sampler=sampler, **options)
 
     def train_dataloader(self) -> StatefulDataLoader:

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from datamodules import resolve_path
-from datamodules.text.progress import progress_bar
 from datamodules.tokenizer import train_wordpiece
+from multibert.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The corpus is tokenized once into a memory-mapped cache (:mod:`~datamodules.text
 fly from it by :class:`~datamodules.text.examples.ExampleBuilder` (BERT's MLM + NSP, Google's recipe, see there),
 with a random other document drawn uniformly from the split's documents.
 
-Sharding and order: each rank reads a disjoint slice of a seeded per-epoch shuffle (:class:`EpochSampler`, a
+Sharding and order: each rank reads a disjoint slice of a seeded per-epoch shuffle (:class:`~datamodules.sampling.EpochSampler`, a
 ``DistributedSampler`` so Lightning keeps it); batches hold examples of similar length, padded only to the longest
 (to a multiple of 8). Train loaders are ``torchdata`` ``StatefulDataLoader`` s, so Lightning saves the position
 inside an epoch in every checkpoint and a resumed run sees exactly the batches an uninterrupted one would.
@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader as DataLoader
 
+from datamodules.sampling import EpochSampler
 from datamodules.text.base import TextDataModuleBase
 from datamodules.text.corpus import (
     TokenizedCorpus,
@@ -42,7 +43,7 @@ from datamodules.text.examples import (
     truncate_pair,
 )
 
-__all__ = ["EpochSampler", "NSPDataset", "TextPretrainingDataModule", "collate_tokens", "truncate_pair"]
+__all__ = ["NSPDataset", "TextPretrainingDataModule", "collate_tokens", "truncate_pair"]
 
 log = logging.getLogger(__name__)
 
@@ -141,77 +142,6 @@ class NSPDataset(Dataset):
         return self._span(int(rng.integers(lo, hi)), hi, budget)
 
 
-class EpochSampler(DistributedSampler):
-    """Yields ``(epoch, index)`` keys: a seeded shuffle per epoch, one disjoint shard per rank, and (optionally)
-    length bucketing — within windows of ``bucket_batches`` batches, examples are sorted by length so a batch
-    holds similar lengths, then the batches are shuffled.
-
-    A ``DistributedSampler`` subclass, so Lightning keeps it under DDP instead of replacing it, and calls
-    ``set_epoch`` on it. ``fixed_epoch`` pins the epoch (validation data keeps the same masks every epoch).
-
-    Stateful (``state_dict`` / ``load_state_dict``: the epoch and the keys handed out), so that ``torchdata``'s
-    ``StatefulDataLoader`` restores the position inside an epoch from it. The epoch must be part of that state:
-    on resume Lightning creates the loader's iterator (which replays the position) before it calls ``set_epoch``,
-    so a sampler that only knew its position would replay epoch 0's order in a later epoch.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        lengths: np.ndarray | None = None,
-        bucket_batches: int = 50,
-        fixed_epoch: int | None = None,
-    ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
-        self.batch_size = batch_size
-        self.lengths = lengths
-        self.bucket_batches = bucket_batches
-        self.fixed_epoch = fixed_epoch
-        self.yielded = 0  # keys handed out in the current epoch
-        self._skip = 0  # keys to skip at the next iteration (set by load_state_dict)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "yielded": self.yielded}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.set_epoch(state["epoch"])
-        self._skip = state["yielded"]
-
-    def __iter__(self):
-        # a generator: the order is drawn at the first key, with the epoch set by then
-        keys = self._keys()
-        skip, self._skip = self._skip, 0
-        self.yielded = skip
-        for key in keys[skip:]:
-            self.yielded += 1
-            yield key
-
-    def _keys(self) -> list[tuple[int, int]]:
-        epoch = self.epoch if self.fixed_epoch is None else self.fixed_epoch
-        n = len(self.dataset)
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        if self.total_size > n:  # pad so that every rank gets the same number of examples
-            order = np.concatenate([order, order[: self.total_size - n]])
-        order = order[self.rank : self.total_size : self.num_replicas]
-        if self.lengths is not None:
-            window = self.batch_size * self.bucket_batches
-            batches = []
-            for w in range(0, len(order), window):
-                chunk = order[w : w + window]
-                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-                batches.extend(chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size))
-            if self.shuffle:
-                batches = [batches[i] for i in rng.permutation(len(batches))]
-            order = np.concatenate(batches) if batches else order
-        return [(epoch, int(i)) for i in order]
-
-
 class TextPretrainingDataModule(TextDataModuleBase):
     """MLM + NSP batches from a raw text corpus, tokenized once into a memory-mapped cache on this machine.
 
@@ -288,6 +218,7 @@ class TextPretrainingDataModule(TextDataModuleBase):
             rank=rank,
             lengths=dataset.lengths if self.hparams.bucket_by_length else None,
             fixed_epoch=None if train else 0,
+            keys_with_epoch=True,  # examples (pairs, masks) are drawn per epoch
         )
         return DataLoader(
             dataset,

@@ -51,8 +51,8 @@ from datamodules.text.corpus import (
     shards,
 )
 from datamodules.text.examples import plan_document, take_sentences
-from datamodules.text.progress import progress_bar
 from datamodules.tokenizer import Vocabulary, load_wordpiece
+from multibert.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Progress of long text steps (tokenizing a corpus, reading it for a vocabulary, preparing shards).
+"""Progress of long steps (tokenizing a corpus, training a vocabulary, reading MIMIC-III tables, fitting k-means,
+extracting clip features), one helper for every layer above the core.
 
 On a terminal a ``tqdm`` bar; when stderr is not a terminal (a batch job, a log file, a pipe) a bar's carriage
 returns make an unreadable log, so the same calls write one log line every ``interval`` seconds instead
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class LoggedProgress:
-    """The subset of ``tqdm``'s interface the text steps use, reported as periodic log lines.
+    """The subset of ``tqdm``'s interface the long steps use, reported as periodic log lines.
 
     Args:
         total: the amount of work (bytes when ``unit == "B"``), or None when unknown.
