@@ -45,8 +45,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,18 @@ import yaml  # noqa: E402
 from jsonargparse import ArgumentParser, Namespace  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
-from lightning.pytorch.utilities.rank_zero import rank_zero_only  # noqa: E402
 
+from multibert.commands.links import apply_model_links, fill_sizes_from_init  # noqa: E402
+from multibert.commands.output import (  # noqa: E402
+    DELIBERATE,
+    command_options,
+    configure_logging,
+    quiet_upstream_warnings,
+    raised_by_us,
+)
 from multibert.commands.runs import find_last, next_version, read_run_config, run_folder_of, same_config  # noqa: E402
 from multibert.core.callbacks import LearningCurves, ModelSummary  # noqa: E402
-from multibert.core.checkpoint import check_checkpoint_classes  # noqa: E402
-from multibert.core.convert import ARCHITECTURE_FIELDS  # noqa: E402
+from multibert.core.checkpoint import MOVED, check_checkpoint_classes  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -84,116 +90,6 @@ PREP_COMMANDS: dict[str, str] = {
     "zeroshot-video": "multibert.commands.zeroshot_video:zeroshot_video",
     "video-montage": "multibert.video.montage:visual_word_montage",
 }
-
-#: Warnings from libraries that a user of the command cannot act on (pyproject's filterwarnings covers pytest only).
-UPSTREAM_WARNINGS = (
-    r"`torch\.jit\.script` is deprecated",  # torch_geometric's import
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree helpers
-    r"'set_vital' is deprecated",  # torchdata's StatefulDataLoader
-    r"Checkpoint directory .* exists and is not empty",  # a resumed run writes into its own folder again
-    r"LightningCLI's args parameter is intended to run from within Python",  # main() passes the cleaned argv
-    r"The dirpath has changed from",  # test / predict of a run's checkpoint log into a folder of their own
-)
-#: Lightning's info lines that are advertisements, not information about the run.
-UPSTREAM_INFO = ("💡 Tip:", "Trainer already configured with model summary callbacks")
-
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-_TRUE = ("1", "true", "yes", "on")
-
-
-# ------------------------------------------------------------------------------------------------- output
-class _Stderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record is emitted (pytest and notebooks swap it)."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass
-
-
-class _RankZero(logging.Filter):
-    """Only the process of global rank 0 prints (Lightning sets the rank once the processes are known)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return getattr(rank_zero_only, "rank", 0) == 0
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, starts: tuple[str, ...]) -> None:
-        super().__init__()
-        self.starts = starts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.starts)
-
-
-_HANDLER: logging.Handler | None = None
-
-
-def configure_logging(verbosity: str = "info") -> None:
-    """Show multibert's log records (``multibert.*``, ``datamodules.*``) on stderr from rank zero, at ``verbosity``
-    (``debug``, ``info``, ``warning``, ``error``); above ``info`` Lightning's own info lines are quieted too.
-    Idempotent: calling it again changes the level."""
-    global _HANDLER
-    level = LEVELS.get(verbosity.lower())
-    if level is None:
-        raise ValueError(f"--verbosity {verbosity!r}: choose one of {sorted(LEVELS)}")
-    if _HANDLER is None:
-        _HANDLER = _Stderr()
-        _HANDLER.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        _HANDLER.addFilter(_RankZero())
-        for name in ("multibert", "datamodules"):
-            logging.getLogger(name).addHandler(_HANDLER)
-        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-            logging.getLogger(name).addFilter(_DropMessages(UPSTREAM_INFO))
-    for name in ("multibert", "datamodules"):
-        logging.getLogger(name).setLevel(level)
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(max(level, logging.INFO))
-
-
-def quiet_upstream_warnings() -> None:
-    for message in UPSTREAM_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-
-
-def _command_options(argv: list[str]) -> tuple[list[str], str, bool]:
-    """Take ``--verbosity LEVEL`` and ``--debug`` out of ``argv`` (they apply to every command)."""
-    verbosity = os.environ.get("MULTIBERT_VERBOSITY", "info")
-    debug = os.environ.get("MULTIBERT_DEBUG", "").strip().lower() in _TRUE
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--debug":
-            debug = True
-        elif arg == "--verbosity" and i + 1 < len(argv):
-            verbosity = argv[i + 1]
-            i += 1
-        elif arg.startswith("--verbosity="):
-            verbosity = arg.partition("=")[2]
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, verbosity, debug
-
-
-#: Errors multibert raises on purpose (bad file, field, code, config) are of these kinds and raised in its code.
-_DELIBERATE = (ValueError, KeyError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
-_OUR_CODE = tuple(str(Path(importlib.import_module(p).__file__).resolve().parent) + os.sep for p in ("multibert", "datamodules"))
-
-
-def _raised_by_us(error: BaseException) -> bool:
-    if isinstance(error, KeyError) and " " not in str(error.args[0] if error.args else ""):
-        return False  # a bare missing key is a bug, not a message
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_OUR_CODE)
-
 
 # ------------------------------------------------------------------------------------------------- the CLI
 class _SaveConfig(SaveConfigCallback):
@@ -382,94 +278,29 @@ class _Prebuilt:
         return class_type(*args, **{k: v for k, v in kwargs.items() if k != "applied_instantiation_links"})
 
 
-def apply_model_links(
-    datamodule: pl.LightningDataModule, model_cfg: Namespace, explicit: Namespace | None = None
-) -> dict[str, object]:
-    """Copy each ``datamodule.model_links`` source into the model's init args (see the module docstring).
-
-    Args:
-        datamodule: the built datamodule.
-        model_cfg: the model's config (``class_path`` + ``init_args``), filled in place.
-        explicit: the part of ``model_cfg`` the user stated; a linked value never overwrites one of them.
-
-    Returns:
-        the targets filled, with their values.
-    """
-    applied: dict[str, object] = {}
-    init_args = model_cfg.get("init_args")
-    stated = explicit.get("init_args") if isinstance(explicit, Namespace) else None
-    data_name = type(datamodule).__name__
-    for source, target in getattr(datamodule, "model_links", {}).items():
-        value = getattr(datamodule, source)
-        if value is None:
-            continue
-        head, _, leaf = target.rpartition(".")
-        node = (init_args.get(head) if head else init_args) if init_args is not None else None
-        if not (isinstance(node, Namespace) and leaf in node):
-            log.warning(
-                "%s links data.%s to model.init_args.%s, but %s has no such argument: the value is not used",
-                data_name, source, target, model_cfg.get("class_path"),
-            )
-            continue
-        given = stated.get(target) if isinstance(stated, Namespace) else None
-        if given is not None and given != value:
-            raise ValueError(
-                f"model.init_args.{target} is set to {_short(given)} in the config, but the data decides "
-                f"{_short(value)} ({data_name}.{source}); remove model.init_args.{target} from the config (the "
-                "data fills it) or change the data"
-            )
-        node[leaf] = value
-        applied[target] = value
-    return applied
-
-
-def fill_sizes_from_init(model_cfg: Namespace, explicit: Namespace | None = None) -> dict[str, object]:
-    """With ``init_from``, copy the checkpoint's encoder sizes into the config fields nobody set (as
-    ``from_pretrained`` does); a field set to another value is an error naming the flag. ``vocab_size`` is the
-    data's to decide (a model link), so it is left to the architecture check when the weights load."""
-    init_args = model_cfg.get("init_args")
-    source = init_args.get("init_from") if isinstance(init_args, Namespace) else None
-    config = init_args.get("config") if source else None
-    if not source or not isinstance(config, Namespace) or init_args.get("init_partial"):
-        return {}
-    from multibert.core.hub import pretrained_config
-
-    theirs = pretrained_config(source)
-    stated = explicit.get("init_args.config") if isinstance(explicit, Namespace) else None
-    filled, conflicts = {}, []
-    for name in ARCHITECTURE_FIELDS:
-        if name == "vocab_size" or name not in config:
-            continue
-        value = getattr(theirs, name)
-        given = stated.get(name) if isinstance(stated, Namespace) else None
-        if given is not None and given != value:
-            conflicts.append(f"--model.init_args.config.{name}={given!r} (the checkpoint has {value!r})")
-        elif config[name] != value:
-            config[name] = value
-            filled[name] = value
-    if conflicts:
-        raise ValueError(
-            f"init_from {source} does not match the sizes set in the config: {'; '.join(conflicts)}; remove those "
-            "settings (the checkpoint's are used) or set model.init_args.init_partial: true to load what fits"
-        )
-    if filled:
-        log.info("init_from %s: sizes read from the checkpoint: %s", source, filled)
-    return filled
-
-
-def _short(value: object) -> str:
-    """A value for an error message: lists by their length and first items."""
-    if isinstance(value, (list, tuple)) and len(value) > 4:
-        return f"[{', '.join(map(repr, value[:3]))}, ...] ({len(value)} items)"
-    return repr(value)
-
-
 def _prep_help() -> str:
     return (
         "preparation commands: " + ", ".join(sorted(PREP_COMMANDS)) + " (multibert NAME --help). "
         "Options of every command: --verbosity {debug,info,warning,error} (or MULTIBERT_VERBOSITY), "
         "--debug (or MULTIBERT_DEBUG=1) for tracebacks"
     )
+
+
+def check_moved_class_paths(argv: list[str]) -> None:
+    """Refuse, with the new name, a config or flag that names a class by multibert's earlier module layout
+    (``multibert.tasks.gbert.GBertRecommendTask`` is ``multibert.gbert.task.GBertRecommendTask`` now)."""
+    sources = [("the command line", " ".join(argv))]
+    for flag, value in zip(argv, argv[1:]):
+        if flag in ("-c", "--config") and Path(value).is_file():
+            sources.append((value, Path(value).read_text(encoding="utf-8", errors="replace")))
+    for where, text in sources:
+        for old, new in MOVED.items():
+            found = re.search(rf"(?<![\w.]){re.escape(old)}\.([A-Z]\w*)", text)
+            if found:
+                raise ValueError(
+                    f"{where} names {old}.{found[1]}, a class path of multibert's earlier layout; it is "
+                    f"{new}.{found[1]} now (see the README's \"The picture\")"
+                )
 
 
 def run(argv: list[str]) -> None:
@@ -481,6 +312,7 @@ def run(argv: list[str]) -> None:
         function = getattr(importlib.import_module(module), name)
         CLI(function, args=argv[1:], prog=f"multibert {argv[0]}")
         return
+    check_moved_class_paths(argv)
     MultiBertCLI(
         pl.LightningModule,
         pl.LightningDataModule,
@@ -495,13 +327,13 @@ def run(argv: list[str]) -> None:
 def main(args: Sequence[str] | None = None) -> None:
     """The ``multibert`` command. From the command line (``args`` None), an error multibert raises on purpose
     prints one line and exits with status 1; with ``args`` (Python, tests) errors propagate."""
-    argv, verbosity, debug = _command_options(list(sys.argv[1:] if args is None else args))
+    argv, verbosity, debug = command_options(list(sys.argv[1:] if args is None else args))
     configure_logging(verbosity)
     quiet_upstream_warnings()
     try:
         run(argv)
-    except _DELIBERATE as e:
-        if args is not None or debug or not _raised_by_us(e):
+    except DELIBERATE as e:
+        if args is not None or debug or not raised_by_us(e):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"multibert: error: {message}", file=sys.stderr)

@@ -279,3 +279,14 @@ def test_resume_with_another_vocabulary_names_it():
                                          r"the data gives a different vocabulary"):
         _tiny("--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--data.train_vocab_size=700",
               f"--ckpt_path={last_checkpoint()}")
+
+
+def test_a_config_of_the_earlier_layout_names_the_new_class_path(tmp_path):
+    old = (CONFIGS / "gbert" / "tiny.yaml").read_text().replace("multibert.gbert.task.", "multibert.tasks.gbert.")
+    (tmp_path / "old.yaml").write_text(old)
+    with pytest.raises(ValueError, match=r"names multibert.tasks.gbert.GBertRecommendTask, .* it is "
+                                         r"multibert.gbert.task.GBertRecommendTask now"):
+        main(["fit", "-c", str(tmp_path / "old.yaml")])
+    with pytest.raises(SystemExit) as printed:  # today's names pass the check
+        main(["fit", "-c", str(CONFIGS / "gbert" / "tiny.yaml"), "--print_config"])
+    assert printed.value.code == 0
