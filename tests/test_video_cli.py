@@ -61,7 +61,7 @@ def test_prep_commands(tmp_path, capsys):
     main(["tokenize-video", f"--out={tmp_path / 'tok'}", f"--videos={tmp_path / 'raw' / 'train'}",
           "--extractor=light", "--fps=10", "--clip_frames=15", "--size=32", "--depth=1", "--branching=4"])
     out = capsys.readouterr().out
-    assert "2 videos: 2 extracted, 0 cached, 0 skipped; 8 clips" in out
+    assert "2 videos: 2 extracted, 0 cached, 0 skipped, 0 partial; 8 clips" in out
     main(["video-montage", f"--tokens_dir={tmp_path / 'tok'}", f"--out={tmp_path / 'm.png'}", "--words=2",
           "--clips_per_word=3", "--frame_size=32"])
     from PIL import Image
