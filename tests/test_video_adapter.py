@@ -142,7 +142,8 @@ def test_visual_rows_stay_frozen_through_adamw_while_text_rows_train(tmp_path, h
     g = torch.Generator().manual_seed(1)
     dim = 32 if hidden_is_d else D
     book = str(HierarchicalKMeans(depth=2, branching=3).fit(torch.randn(300, dim, generator=g)).save(tmp_path / "b.safetensors"))
-    task = PretrainingTask(config(109), adapter=partial(VideoAdapter, codebook=book), pair_name="align")
+    task = PretrainingTask(config(109), adapter=partial(VideoAdapter, codebook=book, freeze_visual_words=True),
+                           pair_name="align")
     W = task.encoder.adapter.word_embeddings.weight
     before = W.detach().clone()
     opt = torch.optim.AdamW(task.parameters(), lr=1e-2, weight_decay=0.1)
@@ -159,3 +160,5 @@ def test_visual_rows_stay_frozen_through_adamw_while_text_rows_train(tmp_path, h
     assert not torch.equal(W[:99].detach(), before[:99])
     free = VideoAdapter(config(109), book, freeze_visual_words=False)
     assert not hasattr(free, "visual_rows")
+    default = VideoAdapter(config(109), book)  # frozen by default only when the rows are the raw centroids
+    assert default.freeze_visual_words == hidden_is_d

@@ -11,7 +11,7 @@ The embedding keeps Hugging Face's ``BertEmbeddings`` layout (it subclasses :cla
 over text and visual words ties to one table. Visual-word rows (``visual_init``):
 
 - ``centroids`` — the paper's: each row *is* its word's S3D leaf centroid (D = H: S3D's 1024-d features and
-  BERT-large's hidden size), and the rows stay frozen (``freeze_visual_words``);
+  BERT-large's hidden size), and the rows stay frozen (``freeze_visual_words``, by default for these rows only);
 - ``projected`` — for D ≠ H (BERT-base, the light demo features): the centroids centred, projected onto their top
   H principal directions (zero-padded if H exceeds their rank) and scaled to the text rows' standard deviation, so
   that nearby centroids start as nearby embeddings (our extension; the paper only ran D = H);
@@ -77,7 +77,10 @@ class VideoAdapter(TextAdapter):
             datamodule links it, so YAML need not repeat it.
         visual_init: ``auto``, ``centroids`` (the paper's; needs D = H), ``projected`` or ``random`` (see the module
             docstring).
-        freeze_visual_words: keep the visual-word rows at their initial values (the paper's).
+        freeze_visual_words: keep the visual-word rows at their initial values; ``None`` (default): frozen when
+            they are the raw centroids (the paper's setting), trained otherwise (projected or random rows are not
+            the features they stand for, so fixing them helps nothing: on the synthetic demo it stopped the model
+            from linking video to words).
     """
 
     def __init__(
@@ -85,7 +88,7 @@ class VideoAdapter(TextAdapter):
         config: BertConfig,
         codebook: str | None = None,
         visual_init: str = "auto",
-        freeze_visual_words: bool = True,
+        freeze_visual_words: bool | None = None,
     ) -> None:
         if codebook is None:
             raise ValueError(
@@ -121,6 +124,8 @@ class VideoAdapter(TextAdapter):
                 f"{H}; use visual_init='projected' (or 'auto') for D != H"
             )
         self.visual_init = visual_init
+        if freeze_visual_words is None:
+            freeze_visual_words = visual_init == "centroids"
         self.freeze_visual_words = freeze_visual_words
         if visual_init != "centroids" and freeze_visual_words:
             # the frozen rows' reference copy (with raw centroids, the codebook's leaves are that copy already)
