@@ -334,3 +334,32 @@ def test_training_resumed_mid_epoch_equals_the_uninterrupted_run(data, tmp_path,
     resumed = run(steps_per_epoch + 3, ckpt=str(ckpt))
     for key, value in full.items():
         torch.testing.assert_close(resumed[key], value, atol=0, rtol=0, msg=key)
+
+
+# measured: tiny 0.74 visible, 2.6 % with none; base (the paper's settings) 0.83, none without any. Before issue 11
+# the same measure gave tiny 0.55 and base 0.22, with 68 % of base's examples showing no visual word at all (75 %
+# held a single word, always masked).
+@pytest.mark.parametrize("config,least_visible,most_hidden", [("tiny", 0.7, 0.04), ("base", 0.8, 0.01)])
+def test_visual_words_stay_visible_on_the_shipped_data(config, least_visible, most_hidden):
+    """Issue 11: most visual words of each example stay visible (not masked or replaced) with the shipped configs
+    on the shipped SYNTHETIC data, and no example has fewer than min_clips visual words."""
+    import yaml
+
+    args = yaml.safe_load(open(f"configs/videobert/{config}.yaml"))["data"]["init_args"]
+    args.update(num_workers=0)
+    dm = VideoTextDataModule(**args)
+    dm.setup("fit")
+    ds, vb = dm.train_set, dm.vocab
+    shares, counts = [], []
+    for n in range(2000):
+        e = ds[(n // len(ds), n % len(ds))]
+        if e.regime == 0:
+            continue
+        orig = originals(e.input_ids, e.mlm_labels)
+        words = orig >= vb.visual_offset
+        shares.append(float((e.input_ids[words] == orig[words]).mean()))
+        counts.append(int(words.sum()))
+    shares = np.array(shares)
+    assert min(counts) >= args["min_clips"]
+    assert shares.mean() >= least_visible, shares.mean()
+    assert (shares == 0).mean() <= most_hidden, (shares == 0).mean()  # examples whose video is entirely hidden
