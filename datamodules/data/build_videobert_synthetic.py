@@ -8,7 +8,9 @@ training videos with the weight-free light extractor (10 fps, 15-frame clips of 
 k-means d=2, k=16 → 256 visual words) and the held-out videos with the same codebook, and keeps only what
 training and zero-shot evaluation read: the WordPiece vocabulary, the WebVTT transcripts, the two token folders
 (codebook, visual words, manifest) and the held-out labels. No video, feature or extraction-status file is kept
-(about 0.5 MB in all).
+(about 0.5 MB in all). It also writes a small punctuation-restoration sample (``punctuation_{train,val}.conll``,
+CoNLL tags from the first 14k words of ``shakespeare_sample.txt``) that ``configs/videobert/punctuator.yaml``
+trains on out of the box; a real punctuator wants a large corpus of punctuated *spoken* text.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from datamodules.video.sentences import punctuation_conll
 from datamodules.video.synthetic import make_synthetic_videos
 from multibert.video.tokenize import tokenize_videos
 
@@ -50,5 +53,19 @@ def build(out: Path, num_videos: int = 64, num_test_videos: int = 16) -> None:
             manifest.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
+def build_punctuation_sample(out: Path, train_words: int = 12_000, val_words: int = 2_000) -> None:
+    lines = (Path(__file__).parent / "shakespeare_sample.txt").read_text(encoding="utf-8").splitlines()
+    train, val, words = [], [], 0
+    for line in lines:
+        (train if words < train_words else val).append(line)
+        words += len(line.split())
+        if words > train_words + val_words:
+            break
+    punctuation_conll(train, out / "punctuation_train.conll")
+    punctuation_conll(val, out / "punctuation_val.conll")
+
+
 if __name__ == "__main__":
-    build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "videobert_synthetic")
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "videobert_synthetic"
+    build(target)
+    build_punctuation_sample(target)

@@ -61,10 +61,10 @@ def timed_words(cues: Sequence[Sentence]) -> list[TimedWord]:
         total = sum(weights)
         t = cue.start
         span = max(cue.end - cue.start, 0.0)
-        for w, weight in zip(words, weights):
-            dt = span * weight / total
-            out.append(TimedWord(w, t, t + dt))
-            t += dt
+        for i, (w, weight) in enumerate(zip(words, weights)):
+            end = cue.end if i == len(words) - 1 else t + span * weight / total  # the cue's end exactly
+            out.append(TimedWord(w, t, end))
+            t = end
     return out
 
 
@@ -84,8 +84,11 @@ def _cap(words: list[TimedWord], max_words: int) -> list[list[TimedWord]]:
     if len(words) <= max_words:
         return [words]
     parts = -(-len(words) // max_words)
-    size = -(-len(words) // parts)
-    return [words[i : i + size] for i in range(0, len(words), size)]
+    base, extra = divmod(len(words), parts)  # the first `extra` parts get one word more
+    bounds = [0]
+    for p in range(parts):
+        bounds.append(bounds[-1] + base + (p < extra))
+    return [words[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def split_on_punctuation(words: Sequence[TimedWord], max_words: int) -> list[Sentence]:
