@@ -199,9 +199,18 @@ class FeatureWriter(pl.Callback):
         self.pending: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         self.stats: dict[str, Any] = dict(extracted=[], cached=[], skipped=[], partial=[], clips=0, seconds=0.0)
         self.start = time.perf_counter()
+        self.first_batch_end: float | None = None  # steady-state throughput: from the first batch's end on
+        self.steady_clips = 0
 
     def on_predict_batch_end(self, trainer, pl_module, outputs: torch.Tensor, batch: ClipChunk, batch_idx: int,
                              dataloader_idx: int = 0) -> None:
+        now = time.perf_counter()
+        if self.first_batch_end is None:
+            self.first_batch_end = now
+        else:
+            self.steady_clips += batch.frames.size(0)
+        self.stats["steady_seconds"] = now - self.first_batch_end
+        self.stats["steady_clips"] = self.steady_clips
         vid = batch.video_id
         if batch.status == "cached":
             self.stats["cached"].append(vid)
