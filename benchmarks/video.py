@@ -44,11 +44,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.video.synthetic import draw_action, write_video  # noqa: E402
-from multibert.video.decode import iter_frames  # noqa: E402
-from multibert.video.features import build_extractor  # noqa: E402
-from multibert.video.quantize import HierarchicalKMeans  # noqa: E402
-from multibert.video.tokenize import tokenize_videos  # noqa: E402
+from datamodules.video.synthetic import draw_action, write_video
+from multibert.video.decode import iter_frames
+from multibert.video.features import build_extractor
+from multibert.video.quantize import HierarchicalKMeans
+from multibert.video.tokenize import tokenize_videos
 
 
 def timed(fn):

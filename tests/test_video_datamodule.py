@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,7 +346,7 @@ def test_visual_words_stay_visible_on_the_shipped_data(config, least_visible, mo
     on the shipped SYNTHETIC data, and no example has fewer than min_clips visual words."""
     import yaml
 
-    args = yaml.safe_load(open(f"configs/videobert/{config}.yaml"))["data"]["init_args"]
+    args = yaml.safe_load(Path(f"configs/videobert/{config}.yaml").read_text())["data"]["init_args"]
     args.update(num_workers=0)
     dm = VideoTextDataModule(**args)
     dm.setup("fit")

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from datamodules.video.synthetic import draw_action
-from multibert.video.features import LightFeatures, R3D18Features, S3DFeatures, build_extractor
+from multibert.video.features import (
+    LightFeatures,
+    R3D18Features,
+    S3DFeatures,
+    build_extractor,
+)
 
 
 def _clip(verb: str, noun: str = "square", frames: int = 16, size: int = 32) -> torch.Tensor:

@@ -27,7 +27,7 @@ def checkpoint(tmp_path_factory) -> Path:
 def test_the_punctuator_recipe_trains_and_restores_marks(checkpoint):
     punctuator = TaggerPunctuator(checkpoint)
     assert punctuator.task.labels == ["O", "B-COMMA", "B-PERIOD", "B-QUESTION"]
-    words = "first cut the onion into slices now heat some oil".split()
+    words = ["first", "cut", "the", "onion", "into", "slices", "now", "heat", "some", "oil"]
     with torch.no_grad():  # rig the tagger: a period after every word
         punctuator.task.head.classifier.weight.zero_()
         punctuator.task.head.classifier.bias.copy_(torch.tensor([0.0, 0.0, 5.0, 0.0]))

@@ -6,7 +6,20 @@ import json
 
 import pytest
 
-from datamodules.video.transcripts import Sentence, load_transcripts, read_srt, read_transcript_json, read_webvtt
+from datamodules.video.sentences import (
+    is_punctuated,
+    punctuation_conll,
+    split_sentences,
+    strip_punctuation,
+    timed_words,
+)
+from datamodules.video.transcripts import (
+    Sentence,
+    load_transcripts,
+    read_srt,
+    read_transcript_json,
+    read_webvtt,
+)
 
 VTT = """WEBVTT
 Kind: captions
@@ -111,13 +124,6 @@ def test_errors_name_the_file_and_field(tmp_path):
 
 
 # ----------------------------------------------------------------- ASR cues → sentences (datamodules.video.sentences)
-from datamodules.video.sentences import (  # noqa: E402
-    is_punctuated,
-    punctuation_conll,
-    split_sentences,
-    strip_punctuation,
-    timed_words,
-)
 
 # YouTube-style ASR without punctuation: cues of 1-3 clips that cut sentences anywhere, a pause after "onion"
 ASR = [

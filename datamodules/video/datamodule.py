@@ -222,7 +222,7 @@ def build_segments(
         ids = w.astype(np.int64) + visual_offset
         index = len(out)
         segs: list[Segment] = []
-        if vid in transcripts and transcripts[vid]:
+        if transcripts.get(vid):
             counts["with_transcript"] += 1
             sentences = transcripts[vid]
             mid = starts + clip_seconds / 2
@@ -268,7 +268,7 @@ class EpochSampler(DistributedSampler):
             order = np.concatenate([order, order[: self.total_size - n]])
         return [(epoch, int(i)) for i in order[self.rank : self.total_size : self.num_replicas]]
 
-    def __iter__(self) -> "EpochIterator":
+    def __iter__(self) -> EpochIterator:
         return EpochIterator(self, self.epoch)
 
 
@@ -283,7 +283,7 @@ class EpochIterator:
         self.yielded = 0
         self.restored = False
 
-    def __iter__(self) -> "EpochIterator":
+    def __iter__(self) -> EpochIterator:
         return self
 
     def __next__(self) -> tuple[int, int]:

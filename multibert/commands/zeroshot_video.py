@@ -32,7 +32,13 @@ import torch
 
 from datamodules import resolve_path
 from datamodules.tokenizer import load_wordpiece
-from datamodules.video.datamodule import Example, VideoVocab, collate, layout, video_vocab
+from datamodules.video.datamodule import (
+    Example,
+    VideoVocab,
+    collate,
+    layout,
+    video_vocab,
+)
 from multibert.core.batch import IGNORE_INDEX, TokenBatch
 from multibert.core.pretraining import PretrainingTask
 from multibert.video.adapter import VideoAdapter

@@ -69,7 +69,7 @@ class Progress:
         elif self.enabled:
             self._line(time.perf_counter())
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -160,7 +160,7 @@ class HierarchicalKMeans:
         points_per_centroid: int | None = 256,
         device: str | torch.device | None = "auto",
         progress: bool = False,
-    ) -> "HierarchicalKMeans":
+    ) -> HierarchicalKMeans:
         """Fit the tree on features.
 
         Args:
@@ -284,7 +284,7 @@ class HierarchicalKMeans:
             state["leaf_counts"] = self.leaf_counts.contiguous()
         return state
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> "HierarchicalKMeans":
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> HierarchicalKMeans:
         """Fill the centroids from :meth:`state_dict`'s tensors, checking their shapes against d and k."""
         k = self.branching
         cents = []
@@ -310,7 +310,7 @@ class HierarchicalKMeans:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "HierarchicalKMeans":
+    def load(cls, path: str | Path) -> HierarchicalKMeans:
         """Read a tree written by :meth:`save`."""
         meta = read_codebook_metadata(path)
         tree = cls(int(meta["depth"]), int(meta["branching"]))

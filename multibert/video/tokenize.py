@@ -59,7 +59,7 @@ TRAINER_KEYS = (
     "enable_progress_bar", "inference_mode", "deterministic", "benchmark",
 )
 
-__all__ = ["TokenizeSummary", "read_features", "read_words", "tokenize_videos", "tokenize_video_command"]
+__all__ = ["TokenizeSummary", "read_features", "read_words", "tokenize_video_command", "tokenize_videos"]
 
 
 @dataclass
