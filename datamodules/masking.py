@@ -5,6 +5,10 @@ an exact count per sequence, as in Google's data generator, rather than an indep
 position becomes ``[MASK]`` with probability 0.8, a random token with 0.1, and stays unchanged with 0.1; its label
 is the original id, every other label is ``IGNORE_INDEX``. With whole-word masking, positions are chosen a word
 at a time (a word = a piece plus the ``##`` continuation pieces after it), the 80/10/10 draw still per piece.
+
+A sequence that mixes vocabularies (VideoBERT's text and visual words) is masked jointly — one share of all its
+maskable positions, as the paper masks the joint sequence — while each random replacement is drawn from the pool of
+its own position's group (``replacement_groups``), so a replaced visual word stays a visual word.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ def mask_tokens(
     mask_prob: float = 0.15,
     max_predictions: int | None = None,
     word_starts: np.ndarray | None = None,
+    replacement_groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt one sequence for masked-LM.
 
@@ -32,16 +37,19 @@ def mask_tokens(
         rng: the generator that decides everything (seed it per example for reproducible masks).
         mask_token_id: id of ``[MASK]``.
         maskable: True where a position may be chosen (False for ``[CLS]``, ``[SEP]``, padding, ...).
-        replacement_ids: ids the 10 % random replacements are drawn from (uniformly).
+        replacement_ids: ids the 10 % random replacements are drawn from (uniformly); with
+            ``replacement_groups``, one array of ids per group.
         mask_prob: share of maskable positions to predict.
         max_predictions: cap on predicted positions per sequence (Google: 20 at length 128).
         word_starts: True where a word starts; enables whole-word masking.
+        replacement_groups: (T,) group of each position (an index into ``replacement_ids``): a replaced position
+            draws from its own group's pool. ``None``: one pool for all.
 
     Returns:
         ``(corrupted ids, labels)``, both the shape of ``ids``.
 
     Shapes:
-        ids, maskable, word_starts: (T,) → (T,), (T,).
+        ids, maskable, word_starts, replacement_groups: (T,) → (T,), (T,).
     """
     ids = np.asarray(ids)
     labels = np.full_like(ids, IGNORE_INDEX)
@@ -75,5 +83,11 @@ def mask_tokens(
     to_mask = chosen[draw < 0.8]
     to_random = chosen[(draw >= 0.8) & (draw < 0.9)]
     out[to_mask] = mask_token_id
-    out[to_random] = rng.choice(replacement_ids, size=to_random.size)
+    if replacement_groups is None:
+        out[to_random] = rng.choice(replacement_ids, size=to_random.size)
+    else:
+        groups = np.asarray(replacement_groups)[to_random]
+        for g in np.unique(groups):
+            at = to_random[groups == g]
+            out[at] = rng.choice(replacement_ids[int(g)], size=at.size)
     return out, labels

@@ -49,7 +49,7 @@ def test_visual_rows_start_from_the_centroids(codebook):
     a, b = torch.pdist(rows), torch.pdist(leaves)
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.95
     assert rows.std().item() == pytest.approx(adapter.word_embeddings.weight[:99].std().item(), rel=0.05)
-    random = VideoAdapter(config(109), codebook, init_from_centroids=False).word_embeddings.weight[100:].detach()
+    random = VideoAdapter(config(109), codebook, visual_init="random").word_embeddings.weight[100:].detach()
     assert torch.corrcoef(torch.stack([torch.pdist(random), b]))[0, 1] < 0.5
 
 
@@ -118,3 +118,47 @@ def test_init_from_a_text_checkpoint_through_the_task(codebook, tmp_path):
     video_task = PretrainingTask(config(109), adapter=partial(VideoAdapter, codebook=codebook), init_from=str(tmp_path / "hf"))
     video_task.load_pretrained(tmp_path / "hf")
     assert torch.equal(video_task.encoder.adapter.word_embeddings.weight[:99], text_task.encoder.adapter.word_embeddings.weight)
+
+
+def test_paper_initialisation_where_dimensions_allow(tmp_path):
+    """D == H: each visual-word row is its leaf centroid, exactly (the paper's); D != H keeps the projection."""
+    g = torch.Generator().manual_seed(1)
+    book = str(HierarchicalKMeans(depth=2, branching=3).fit(torch.randn(300, 32, generator=g)).save(tmp_path / "b.safetensors"))
+    adapter = VideoAdapter(config(109), book)  # hidden 32 == D 32: "auto" → centroids
+    assert adapter.visual_init == "centroids"
+    assert torch.equal(adapter.word_embeddings.weight[100:].detach(), HierarchicalKMeans.load(book).leaves)
+    assert VideoAdapter(config(109), book, visual_init="projected").visual_init == "projected"
+    with pytest.raises(ValueError, match="uses the 20-d centroids .* hidden_size is 32"):
+        VideoAdapter(config(109), codebook_file(tmp_path), visual_init="centroids")
+
+
+def codebook_file(tmp_path) -> str:
+    g = torch.Generator().manual_seed(0)
+    return str(HierarchicalKMeans(depth=2, branching=3).fit(torch.randn(300, D, generator=g)).save(tmp_path / "c.safetensors"))
+
+
+@pytest.mark.parametrize("hidden_is_d", [True, False])
+def test_visual_rows_stay_frozen_through_adamw_while_text_rows_train(tmp_path, hidden_is_d):
+    g = torch.Generator().manual_seed(1)
+    dim = 32 if hidden_is_d else D
+    book = str(HierarchicalKMeans(depth=2, branching=3).fit(torch.randn(300, dim, generator=g)).save(tmp_path / "b.safetensors"))
+    task = PretrainingTask(config(109), adapter=partial(VideoAdapter, codebook=book, freeze_visual_words=True),
+                           pair_name="align")
+    W = task.encoder.adapter.word_embeddings.weight
+    before = W.detach().clone()
+    opt = torch.optim.AdamW(task.parameters(), lr=1e-2, weight_decay=0.1)
+    ids = torch.cat([torch.randint(5, 99, (4, 6)), torch.randint(100, 109, (4, 6))], dim=1)  # text and visual words
+    labels = ids.clone()
+    batch = TokenBatch(ids, torch.ones_like(ids), torch.zeros_like(ids), labels, torch.zeros(4, dtype=torch.long))
+    for _ in range(3):
+        opt.zero_grad()
+        task(batch)[0].loss.backward()
+        assert torch.all(W.grad[100:] == 0)
+        opt.step()
+        task(batch)  # the next forward restores the rows weight decay moved
+    assert torch.equal(W[100:].detach(), before[100:])
+    assert not torch.equal(W[:99].detach(), before[:99])
+    free = VideoAdapter(config(109), book, freeze_visual_words=False)
+    assert not hasattr(free, "visual_rows")
+    default = VideoAdapter(config(109), book)  # frozen by default only when the rows are the raw centroids
+    assert default.freeze_visual_words == hidden_is_d

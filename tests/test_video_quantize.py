@@ -115,3 +115,31 @@ def test_bad_input_errors():
     tree.fit(torch.randn(20, 3))
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         tree.assign(torch.zeros(4, 5))
+
+
+def test_fit_reports_progress_as_log_lines_without_a_terminal(caplog):
+    """Not a TTY (pytest captures stderr): the node fits and the assignment end in a log line each."""
+    import logging
+
+    x = separable(k=3, depth=2, dim=4)
+    with caplog.at_level(logging.INFO, logger="multibert.video.quantize"):
+        tree = HierarchicalKMeans(depth=2, branching=3).fit(x, progress=True, device="cpu")
+        tree.assign(x, progress=True, chunk_size=50)
+    assert "k-means d=2 k=3 on 180 points: 4/4 nodes (100%)" in caplog.text  # 1 + 3 node fits
+    assert "assigning visual words: 180/180 rows (100%)" in caplog.text
+
+
+def test_assignment_in_chunks_equals_one_batch():
+    x = torch.randn(1000, 8)
+    tree = HierarchicalKMeans(depth=2, branching=5).fit(x, device="cpu")
+    assert torch.equal(tree.assign(x, chunk_size=77), tree.assign(x, chunk_size=10_000))
+    assert tree.assign(x.double(), device="auto").dtype == torch.long  # "auto": CUDA when present, else the CPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_and_assign_on_cuda_match_the_cpu():
+    x = separable(k=3, depth=3, dim=5)
+    cpu = HierarchicalKMeans(depth=3, branching=3).fit(x, seed=1, device="cpu")
+    gpu = HierarchicalKMeans(depth=3, branching=3).fit(x, seed=1, device="cuda")
+    assert torch.equal(cpu.assign(x), gpu.assign(x, device="cuda"))

@@ -80,10 +80,18 @@ def test_precomputed_features(tmp_path):
         tokenize_videos(str(tmp_path / "o2"), features_dir=str(tmp_path / "f"), depth=1, branching=4, progress=False)
 
 
-def test_argument_errors(tmp_path):
+def test_argument_errors(tmp_path, monkeypatch):
+    import urllib.error
+
     with pytest.raises(ValueError, match="exactly one of"):
         tokenize_videos(str(tmp_path), progress=False)
-    with pytest.raises(ValueError, match="needs pretrained weights"):
-        (tmp_path / "v").mkdir()
-        make_synthetic_videos(out=str(tmp_path / "v"), num_videos=1, num_test_videos=0, actions_per_video=1, size=16)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    (tmp_path / "v").mkdir()
+    make_synthetic_videos(out=str(tmp_path / "v"), num_videos=1, num_test_videos=0, actions_per_video=1, size=16)
+    with pytest.raises(FileNotFoundError, match="not in the torch hub cache"):
         tokenize_videos(str(tmp_path / "o"), videos=str(tmp_path / "v" / "train"), extractor="s3d", progress=False)

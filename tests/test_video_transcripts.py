@@ -6,7 +6,20 @@ import json
 
 import pytest
 
-from datamodules.video.transcripts import Sentence, load_transcripts, read_srt, read_transcript_json, read_webvtt
+from datamodules.video.sentences import (
+    is_punctuated,
+    punctuation_conll,
+    split_sentences,
+    strip_punctuation,
+    timed_words,
+)
+from datamodules.video.transcripts import (
+    Sentence,
+    load_transcripts,
+    read_srt,
+    read_transcript_json,
+    read_webvtt,
+)
 
 VTT = """WEBVTT
 Kind: captions
@@ -108,3 +121,56 @@ def test_errors_name_the_file_and_field(tmp_path):
         load_transcripts(tmp_path / "y.json")
     with pytest.raises(FileNotFoundError, match="neither a folder"):
         load_transcripts(tmp_path / "nothing")
+
+
+# ----------------------------------------------------------------- ASR cues → sentences (datamodules.video.sentences)
+
+# YouTube-style ASR without punctuation: cues of 1-3 clips that cut sentences anywhere, a pause after "onion"
+ASR = [
+    Sentence(0.0, 1.5, "first cut the"),
+    Sentence(1.5, 3.0, "onion into slices"),
+    Sentence(4.5, 6.0, "now heat some oil"),
+    Sentence(6.0, 7.5, "in a pan and add"),
+    Sentence(7.5, 9.0, "the onion"),
+]
+
+
+def test_unpunctuated_asr_is_split_at_pauses_and_length():
+    assert not is_punctuated(timed_words(ASR), max_words=32)
+    got = split_sentences(ASR, "auto", max_words=32, pause=1.0)  # no punctuation, no punctuator: the rules
+    assert [s.text for s in got] == ["first cut the onion into slices", "now heat some oil in a pan and add the onion"]
+    assert (got[0].start, got[0].end, got[1].start, got[1].end) == (0.0, 3.0, 4.5, 9.0)
+    capped = split_sentences(ASR, "rules", max_words=5, pause=1.0)
+    assert [len(s.text.split()) for s in capped] == [3, 3, 4, 4, 3]  # near-equal parts, never above 5
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(capped, capped[1:]))
+
+
+def test_punctuation_decides_where_present():
+    cues = [Sentence(0.0, 2.0, "Cut the onion. Then heat"), Sentence(2.0, 4.0, "the oil! Is it hot?"),
+            Sentence(4.0, 5.0, "yes")]
+    got = split_sentences(cues, "auto", max_words=32)
+    assert [s.text for s in got] == ["Cut the onion.", "Then heat the oil!", "Is it hot?", "yes"]
+    # word times are spread over each cue by length: the first sentence ends inside the first cue
+    assert got[0].start == 0.0 and 0.5 < got[0].end < 2.0 and got[1].start == pytest.approx(got[0].end)
+    assert split_sentences(cues, "cues") == cues
+
+
+def test_a_punctuator_restores_sentences_of_unpunctuated_asr():
+    def punctuator(words: list[str]) -> list[str]:  # a stand-in model: a period after "onion"
+        return [w + "." if w == "onion" else w for w in words]
+
+    got = split_sentences(ASR, "auto", max_words=32, punctuator=punctuator)
+    assert [s.text for s in got] == ["first cut the onion.", "into slices now heat some oil in a pan and add the onion."]
+    with pytest.raises(ValueError, match="needs a punctuator"):
+        split_sentences(ASR, "punctuator")
+    with pytest.raises(ValueError, match="unknown sentence split"):
+        split_sentences(ASR, "magic")
+
+
+def test_punctuation_training_data(tmp_path):
+    assert strip_punctuation("onion,") == ("onion", "B-COMMA") and strip_punctuation('hot?"') == ("hot", "B-QUESTION")
+    assert strip_punctuation("done.") == ("done", "B-PERIOD") and strip_punctuation("pan") == ("pan", "O")
+    n = punctuation_conll(["Cut the onion, then fry it.", "Is it done? Yes!"], tmp_path / "p.conll", window=4)
+    rows = [line.split() for line in (tmp_path / "p.conll").read_text().splitlines()]
+    assert n == 3 and rows[:5] == [["cut", "O"], ["the", "O"], ["onion", "B-COMMA"], ["then", "O"], []]
+    assert ["it", "B-PERIOD"] in rows and ["done", "B-QUESTION"] in rows and ["yes", "B-PERIOD"] in rows

@@ -1,12 +1,19 @@
-"""VideoBERT pretraining data: visual words + timestamped transcripts → :class:`~multibert.core.batch.TokenBatch`
+"""VideoBERT pretraining data: visual words + timestamped transcripts → regime-tagged token batches
 (Sun et al., "VideoBERT", ICCV 2019, arXiv 1904.01766, Sec. 3.3 and 4.2).
 
 Input: a folder written by ``multibert tokenize-video`` (visual words per video, the codebook, a manifest) and
-transcripts (a folder of ``<video_id>.vtt`` / ``.srt`` or a YouCook2 / HowTo100M JSON file; see
-:mod:`datamodules.video.transcripts`). A sentence's video segment is the words of the clips whose midpoint falls in the
-sentence's ``[start, end)``; a video without a transcript is cut into segments of ``segment_words`` words.
+transcripts (a folder of ``<video_id>.vtt`` / ``.srt`` or a HowTo100M / YouCook2 JSON file; see
+:mod:`datamodules.video.transcripts`). ASR cues are cut into sentences first (:mod:`datamodules.video.sentences`:
+punctuation where the transcript has it, else a trained punctuator or pause / length rules). A sentence's video
+segment is the words of the clips whose midpoint falls in the sentence's ``[start, end)``; a video without a
+transcript is cut into segments of ``segment_words`` words.
 
-Each example is one of the paper's three regimes, drawn with configurable weights among those the segment allows:
+**Enough video per example.** A sentence whose segment holds fewer than ``min_clips`` clips is merged with the
+next sentence(s) (text and clips) until it has enough; a short tail joins the previous segment; a video with fewer
+than ``min_clips`` clips in all gives text-only examples only. All of it is counted and logged.
+
+Each example is one of the paper's three regimes, drawn with the shares ``text_only_weight`` /
+``video_only_weight`` / ``text_video_weight`` among those the segment allows:
 
 - text-only      ``[CLS] text [SEP]``                 token types 0 …; masked-LM on text
 - video-only     ``[CLS] video [SEP]``                [CLS] 0, the rest 1; masked-LM on visual words
@@ -14,14 +21,24 @@ Each example is one of the paper's three regimes, drawn with configurable weight
   plus alignment: with ``align_negative_prob`` (paper: 0.5) the video part comes from another video
   (``pair_labels`` 1), else it is the sentence's own (0); single-modality examples carry ``IGNORE_INDEX``.
 
+Batches are :class:`~multibert.core.pretraining.RegimeTokenBatch` es: each example's regime travels with it, and the
+task weighs the regimes' losses (``model.regime_weights``; the regime names are linked to the model).
+
 Augmentations from the paper: a random number (1 … ``max_sentences``) of neighbouring sentences is concatenated
 into one text (and their video spans into one segment), and video words are subsampled with a random stride
-1 … ``max_stride`` (paper: 1–5) and a random phase. Masking is BERT's 80/10/10 (:mod:`datamodules.masking`),
-applied to text and to video positions separately so that a random replacement stays within its modality.
+1 … ``max_stride`` (paper: 1–5; never below ``min_clips`` words) and a random phase. Masking is BERT's 80/10/10
+(:mod:`datamodules.masking`) over the **joint** sequence: ``mask_prob`` of all its text and visual-word positions
+(at least one per example), a random replacement staying within its position's modality.
 
-Videos are split into train / validation by a hash of their id (no video in both). Training examples are drawn
-afresh each epoch (seeded from torch's RNG, so ``seed_everything`` makes runs repeatable); validation examples
-are fixed per index.
+Videos are split into train / validation by a hash of their id (no video in both). Evaluation videos never enter
+pretraining: ``eval_videos`` names them (zero-shot labels, a tokenized folder, an id list, YouCook2's validation
+split), and a pretraining video among them stops the run (``on_eval_leak: error``) or is dropped with a warning
+(``drop``); a YouCook2 annotation file used as transcripts contributes its validation videos by itself.
+
+Every example is a pure function of ``(seed, epoch, index)``: the training sampler (a ``DistributedSampler``
+subclass: one shard per rank) shuffles per ``(seed, epoch)``, and torchdata's ``StatefulDataLoader`` saves the
+position inside an epoch in the checkpoint, so a run resumed mid-epoch continues with exactly the batches the
+uninterrupted run would have seen. Validation examples are fixed (epoch 0).
 """
 
 from __future__ import annotations
@@ -30,26 +47,31 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader as DataLoader
 
 from datamodules import resolve_path
 from datamodules.masking import mask_tokens
 from datamodules.tokenizer import load_wordpiece
-from datamodules.video.transcripts import Sentence, load_transcripts
-from multibert.core.batch import IGNORE_INDEX, TokenBatch
+from datamodules.video.sentences import METHODS, TaggerPunctuator, split_sentences
+from datamodules.video.transcripts import Sentence, load_transcripts, youcook2_subsets
+from multibert.core.batch import IGNORE_INDEX
+from multibert.core.pretraining import RegimeTokenBatch
 from multibert.video.quantize import read_codebook_metadata
 from multibert.video.tokenize import read_words
 
 log = logging.getLogger(__name__)
 
 TEXT_ONLY, VIDEO_ONLY, TEXT_VIDEO = 0, 1, 2
-REGIMES = ("text-only", "video-only", "text-video")
+#: regime names, in regime-id order (linked to the task's ``regime_names``)
+REGIMES = ("text_only", "video_only", "text_video")
 
 
 @dataclass(frozen=True)
@@ -62,12 +84,14 @@ class Segment:
 
 
 class Example(NamedTuple):
-    """One encoded example. Shapes: input_ids, token_type_ids, mlm_labels (T,); pair_label: 0, 1 or IGNORE_INDEX."""
+    """One encoded example. Shapes: input_ids, token_type_ids, mlm_labels (T,); pair_label: 0, 1 or IGNORE_INDEX;
+    regime: 0 text-only, 1 video-only, 2 text-video."""
 
     input_ids: np.ndarray
     token_type_ids: np.ndarray
     mlm_labels: np.ndarray
     pair_label: int
+    regime: int = TEXT_VIDEO
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,53 @@ def layout(text: np.ndarray, words: np.ndarray, vocab: VideoVocab) -> tuple[np.n
     return ids.astype(np.int64), types
 
 
+def trimmed_lengths(t: int, w: int, budget: int) -> tuple[int, int]:
+    """Lengths BERT's ``truncate_seq_pair`` leaves (remove one token at a time from the longer part, the first on a
+    tie), in O(1)."""
+    excess = t + w - budget
+    if excess <= 0:
+        return t, w
+    if t >= w:
+        cut = min(excess, t - w)
+        t -= cut
+    else:
+        cut = min(excess, w - t)
+        w -= cut
+    rest = excess - cut  # now t == w (or nothing is left to cut): alternate, the first part first
+    return t - (rest + 1) // 2, w - rest // 2
+
+
+def _join(a: Segment, b: Segment) -> Segment:
+    return Segment(a.video, np.concatenate([a.text, b.text]), np.concatenate([a.words, b.words]))
+
+
+def merge_short(segs: list[Segment], min_clips: int) -> tuple[list[Segment], int]:
+    """Merge each segment with fewer than ``min_clips`` visual words into the next (a short tail into the previous).
+
+    Returns the merged segments and how many merges were made. A video with fewer than ``min_clips`` words in all
+    keeps its segments, without their words (text only).
+    """
+    if min_clips <= 1:
+        return segs, 0
+    if sum(g.words.size for g in segs) < min_clips:
+        return [Segment(g.video, g.text, g.words[:0]) for g in segs if g.text.size], 0
+    out: list[Segment] = []
+    pending: Segment | None = None
+    merges = 0
+    for g in segs:
+        if pending is not None:
+            g, merges = _join(pending, g), merges + 1
+        pending = None
+        if g.words.size >= min_clips:
+            out.append(g)
+        else:
+            pending = g
+    if pending is not None:
+        out[-1] = _join(out[-1], pending)
+        merges += 1
+    return out, merges
+
+
 def build_segments(
     words: dict[str, tuple[np.ndarray, np.ndarray]],
     transcripts: dict[str, list[Sentence]],
@@ -129,6 +200,7 @@ def build_segments(
     clip_seconds: float,
     visual_offset: int,
     segment_words: int,
+    min_clips: int = 1,
 ) -> tuple[list[list[Segment]], dict[str, int]]:
     """Segments per video, in time order, and counts of what was found.
 
@@ -139,8 +211,10 @@ def build_segments(
         clip_seconds: clip length; a clip belongs to the sentence holding its midpoint.
         visual_offset: vocabulary id of visual word 0.
         segment_words: words per segment for videos without a transcript.
+        min_clips: segments with fewer visual words are merged with their neighbours (:func:`merge_short`).
     """
-    counts = dict(videos=0, with_transcript=0, sentences=0, sentences_without_video=0, transcripts_without_video=0)
+    counts = dict(videos=0, with_transcript=0, sentences=0, sentences_without_video=0, transcripts_without_video=0,
+                  merged=0, videos_too_short=0)
     counts["transcripts_without_video"] = len(set(transcripts) - set(words))
     out: list[list[Segment]] = []
     for vid in sorted(words):
@@ -148,7 +222,7 @@ def build_segments(
         ids = w.astype(np.int64) + visual_offset
         index = len(out)
         segs: list[Segment] = []
-        if vid in transcripts and transcripts[vid]:
+        if transcripts.get(vid):
             counts["with_transcript"] += 1
             sentences = transcripts[vid]
             mid = starts + clip_seconds / 2
@@ -161,22 +235,90 @@ def build_segments(
         else:
             for s in range(0, len(ids), segment_words):
                 segs.append(Segment(index, np.zeros(0, dtype=np.int64), ids[s : s + segment_words]))
+        counts["videos_too_short"] += 0 < ids.size < min_clips
+        segs, merges = merge_short(segs, min_clips)
+        counts["merged"] += merges
         if segs:
             out.append(segs)
             counts["videos"] += 1
     return out, counts
 
 
+class EpochSampler(DistributedSampler):
+    """``(epoch, index)`` keys: a shuffle that is a pure function of ``(seed, epoch)``, one disjoint shard per rank.
+
+    A ``DistributedSampler`` subclass, so Lightning keeps it under DDP and calls ``set_epoch``; ``fixed_epoch`` pins
+    the epoch (validation examples stay the same). Its iterator is stateful (the epoch it walks and how far): the
+    ``StatefulDataLoader`` saves that in the checkpoint and restores it. Fast-forwarding a plain iterator instead
+    would walk the order of the epoch the fresh sampler holds (0, as Lightning sets the epoch after restoring the
+    loader): a run resumed in any later epoch would train on other batches.
+    """
+
+    def __init__(self, dataset: Dataset, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0,
+                 fixed_epoch: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.fixed_epoch = fixed_epoch
+
+    def keys(self, epoch: int) -> list[tuple[int, int]]:
+        """This rank's ``(epoch, index)`` keys of one epoch, in order."""
+        epoch = epoch if self.fixed_epoch is None else self.fixed_epoch
+        n = len(self.dataset)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        if self.total_size > n:  # pad so that every rank gets the same number of examples
+            order = np.concatenate([order, order[: self.total_size - n]])
+        return [(epoch, int(i)) for i in order[self.rank : self.total_size : self.num_replicas]]
+
+    def __iter__(self) -> EpochIterator:
+        return EpochIterator(self, self.epoch)
+
+
+class EpochIterator:
+    """Walks one epoch of an :class:`EpochSampler`; ``state_dict`` / ``load_state_dict`` save and restore the epoch
+    and the position (torchdata's ``Stateful`` protocol)."""
+
+    def __init__(self, sampler: EpochSampler, epoch: int) -> None:
+        self.sampler = sampler
+        self.epoch = epoch
+        self.order = sampler.keys(epoch)
+        self.yielded = 0
+        self.restored = False
+
+    def __iter__(self) -> EpochIterator:
+        return self
+
+    def __next__(self) -> tuple[int, int]:
+        if self.yielded >= len(self.order) and self.restored and self.sampler.epoch > self.epoch:
+            # restored from a checkpoint taken on an epoch's last batch: Lightning has moved on to the next epoch
+            # (set_epoch) but hands it this restored, finished iterator; walk the new epoch instead of nothing
+            self.epoch, self.order, self.yielded = self.sampler.epoch, self.sampler.keys(self.sampler.epoch), 0
+        self.restored = False
+        if self.yielded >= len(self.order):
+            raise StopIteration
+        self.yielded += 1
+        return self.order[self.yielded - 1]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.yielded = int(state["epoch"]), int(state["yielded"])
+        self.order = self.sampler.keys(self.epoch)
+        self.restored = True
+
+
 class VideoTextDataset(Dataset):
     """Examples of the three regimes over a list of videos' segments (see the module docstring).
+
+    Items are keyed by ``(epoch, index)`` (an int index means epoch 0); the example is a pure function of
+    ``(seed, epoch, index)``.
 
     Args:
         videos: per video, its segments in time order.
         vocab: the vocabulary layout.
-        regime_weights: weights of text-only, video-only and text-video examples.
-        max_seq_length, align_negative_prob, max_stride, max_sentences, mask_prob, max_predictions: see
-            :class:`VideoTextDataModule`.
-        seed: ``None`` draws a fresh example on every access (training); an int fixes example ``i`` (validation).
+        regime_weights: shares of text-only, video-only and text-video examples.
+        max_seq_length, align_negative_prob, max_stride, max_sentences, mask_prob, max_predictions, min_clips:
+            see :class:`VideoTextDataModule`.
+        seed: seed of every draw.
     """
 
     def __init__(
@@ -190,7 +332,8 @@ class VideoTextDataset(Dataset):
         max_sentences: int,
         mask_prob: float,
         max_predictions: int | None,
-        seed: int | None,
+        seed: int,
+        min_clips: int = 1,
     ) -> None:
         self.videos = videos
         self.vocab = vocab
@@ -209,9 +352,12 @@ class VideoTextDataset(Dataset):
         self.mask_prob = mask_prob
         self.max_predictions = max_predictions
         self.seed = seed
+        self.min_clips = max(1, min_clips)
         specials = {vocab.pad, vocab.cls, vocab.sep, vocab.mask}
-        self.text_replacements = np.array([i for i in range(vocab.text_size) if i not in specials], dtype=np.int64)
-        self.word_replacements = np.arange(vocab.visual_offset, vocab.size, dtype=np.int64)
+        text_pool = np.array([i for i in range(vocab.text_size) if i not in specials], dtype=np.int64)
+        word_pool = np.arange(vocab.visual_offset, vocab.size, dtype=np.int64)
+        self.pools = (text_pool, word_pool)  # random replacements stay within their modality
+        self.with_video = [u for u, segs in enumerate(videos) if any(g.words.size for g in segs)]
 
     def _feasible(self, text: np.ndarray, words: np.ndarray) -> np.ndarray:
         """Weights of the regimes that text and words allow. Shape: (3,)."""
@@ -220,32 +366,27 @@ class VideoTextDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def _rng(self, i: int) -> np.random.Generator:
-        if self.seed is None:
-            return np.random.default_rng(int(torch.randint(2**62, (1,))))
-        return np.random.default_rng([self.seed, i])
-
     def _span(self, v: int, s: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Text and words of 1 … max_sentences neighbouring segments starting at segment s of video v."""
         segs = self.videos[v][s : s + int(rng.integers(1, self.max_sentences + 1))]
         return np.concatenate([g.text for g in segs]), np.concatenate([g.words for g in segs])
 
     def _subsample(self, words: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        stride = int(rng.integers(1, self.max_stride + 1))
-        return words[int(rng.integers(stride)) :: stride] if words.size > stride else words[:1]
+        """A stride drawn from 1 … max_stride that keeps at least ``min_clips`` words, and a random phase."""
+        top = max(1, min(self.max_stride, words.size // self.min_clips))
+        stride = int(rng.integers(1, top + 1))
+        return words[int(rng.integers(stride)) :: stride]
 
     def _other_video_words(self, v: int, rng: np.random.Generator) -> np.ndarray:
         """Words of a random segment with video from another video (the same video only if it is the only one)."""
-        others = [u for u in range(len(self.videos)) if u != v] or [v]
-        for _ in range(20):
-            u = others[int(rng.integers(len(others)))]
-            segs = [g for g in self.videos[u] if g.words.size]
-            if segs:
-                return segs[int(rng.integers(len(segs)))].words
-        return self.videos[v][0].words
+        others = [u for u in self.with_video if u != v] or [v]
+        u = others[int(rng.integers(len(others)))]
+        segs = [g for g in self.videos[u] if g.words.size]
+        return segs[int(rng.integers(len(segs)))].words
 
-    def __getitem__(self, i: int) -> Example:
-        rng = self._rng(i)
+    def __getitem__(self, key: int | tuple[int, int]) -> Example:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        rng = np.random.default_rng([self.seed, epoch, i])
         v, s = self.index[i]
         text, words = self._span(v, s, rng)
         feasible = self._feasible(text, words)  # never all zero: the span holds an indexed segment
@@ -261,54 +402,77 @@ class VideoTextDataset(Dataset):
             text = text[:0]
         if regime == TEXT_ONLY:
             words = words[:0]
-        return self.encode(text, words, pair, rng)
+        return self.encode(text, words, pair, rng, regime)
 
-    def encode(self, text: np.ndarray, words: np.ndarray, pair: int, rng: np.random.Generator) -> Example:
-        """Lay out, truncate and mask one example."""
+    def encode(
+        self, text: np.ndarray, words: np.ndarray, pair: int, rng: np.random.Generator, regime: int = TEXT_VIDEO
+    ) -> Example:
+        """Lay out, truncate and mask one example (jointly over text and visual words)."""
         vb = self.vocab
         both = text.size > 0 and words.size > 0
         budget = self.max_len - (3 if both else 2)
-        while text.size + words.size > budget:  # BERT's truncate_seq_pair: trim the longer part at its end
-            if text.size >= words.size:
-                text = text[:-1]
-            else:
-                words = words[:-1]
+        if text.size + words.size > budget:  # BERT's truncate_seq_pair: trim the longer part at its end
+            t, w = trimmed_lengths(text.size, words.size, budget)
+            text, words = text[:t], words[:w]
         ids, types = layout(text, words, vb)
         is_text = np.zeros(ids.size, bool)
         is_text[1 : 1 + text.size] = True
         is_word = (ids >= vb.visual_offset) & ~is_text
-        labels = np.full(ids.size, IGNORE_INDEX, np.int64)
-        for where, pool in ((is_text, self.text_replacements), (is_word, self.word_replacements)):
-            if where.any():
-                ids, part = mask_tokens(
-                    ids, rng, mask_token_id=vb.mask, maskable=where, replacement_ids=pool,
-                    mask_prob=self.mask_prob, max_predictions=self.max_predictions,
-                )
-                labels = np.where(part != IGNORE_INDEX, part, labels)
-        return Example(ids, types, labels, pair)
+        ids, labels = mask_tokens(
+            ids, rng, mask_token_id=vb.mask, maskable=is_text | is_word, replacement_ids=self.pools,
+            mask_prob=self.mask_prob, max_predictions=self.max_predictions, replacement_groups=is_word.astype(np.int64),
+        )
+        return Example(ids, types, labels, pair, regime)
 
 
-def collate(examples: list[Example], pad_id: int = 0) -> TokenBatch:
+def collate(examples: list[Example], pad_id: int = 0) -> RegimeTokenBatch:
     """Pad a list of encoded examples to the longest one."""
-    T = max(e[0].size for e in examples)
+    T = max(e.input_ids.size for e in examples)
     B = len(examples)
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     types = torch.zeros(B, T, dtype=torch.long)
     labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros(B, T, dtype=torch.long)
-    for b, (ids, tt, lab, _) in enumerate(examples):
-        n = ids.size
-        input_ids[b, :n] = torch.from_numpy(ids)
-        types[b, :n] = torch.from_numpy(tt)
-        labels[b, :n] = torch.from_numpy(lab)
+    for b, e in enumerate(examples):
+        n = e.input_ids.size
+        input_ids[b, :n] = torch.from_numpy(e.input_ids)
+        types[b, :n] = torch.from_numpy(e.token_type_ids)
+        labels[b, :n] = torch.from_numpy(e.mlm_labels)
         mask[b, :n] = 1
-    pairs = torch.tensor([e[3] for e in examples], dtype=torch.long)
-    return TokenBatch(input_ids, mask, types, labels, pairs)
+    pairs = torch.tensor([e.pair_label for e in examples], dtype=torch.long)
+    regimes = torch.tensor([e.regime for e in examples], dtype=torch.long)
+    return RegimeTokenBatch(input_ids, mask, types, labels, pairs, regimes)
 
 
 def _is_val(video_id: str, val_fraction: float, seed: int) -> bool:
     h = hashlib.sha1(f"{seed}:{video_id}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2**64 < val_fraction
+
+
+def read_video_ids(source: str | Path) -> set[str]:
+    """Video ids named by an evaluation source.
+
+    Accepts: a tokenized folder or its ``manifest.json`` (its ``videos``), zero-shot labels (``.jsonl`` with
+    ``video_id``), a YouCook2 annotation file (the ids outside its training split), a JSON list of ids, or a text
+    file with one id per line.
+    """
+    path = resolve_path(source)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"data.eval_videos: {path} does not exist")
+    if path.suffix == ".jsonl":
+        return {str(json.loads(line)["video_id"]) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, list):
+            return {str(v) for v in data}
+        if "videos" in data:
+            return {str(v) for v in data["videos"]}
+        if "database" in data:
+            return {vid for vid, subset in youcook2_subsets(path).items() if subset != "training"}
+        raise ValueError(f"data.eval_videos: {path} is neither a manifest, a YouCook2 file nor a list of ids")
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
 class VideoTextDataModule(pl.LightningDataModule):
@@ -318,29 +482,42 @@ class VideoTextDataModule(pl.LightningDataModule):
         tokens_dir: output folder of ``multibert tokenize-video`` (``words/``, ``codebook.safetensors``,
             ``manifest.json``).
         vocab_file: the WordPiece ``vocab.txt`` (a text checkpoint's, when starting from one).
-        transcripts: folder of ``<video_id>.vtt`` / ``.srt`` or a YouCook2 / HowTo100M JSON file; ``None`` takes
-            the one recorded in the manifest, if any.
+        transcripts: folder of ``<video_id>.vtt`` / ``.srt`` or a HowTo100M / YouCook2 JSON file; ``None`` takes
+            the one recorded in the manifest, if any. Pretrain on ASR of training videos only.
+        sentence_split: how cues become sentences: ``auto`` (punctuation if present, else the punctuator if given,
+            else rules), ``punctuation``, ``punctuator``, ``rules`` or ``cues`` (:mod:`datamodules.video.sentences`).
+        max_sentence_words: longest sentence in words.
+        sentence_pause: a pause (seconds) between cues that ends a sentence under the rules.
+        punctuator: a token-classification ``.ckpt`` that restores punctuation (``configs/videobert/punctuator.yaml``).
         max_seq_length: longest example in tokens, specials included.
-        text_only_weight: weight of text-only examples.
-        video_only_weight: weight of video-only examples.
-        text_video_weight: weight of text-video examples (the only ones with an alignment label).
+        text_only_weight: share of text-only examples.
+        video_only_weight: share of video-only examples.
+        text_video_weight: share of text-video examples (the only ones with an alignment label).
         align_negative_prob: share of text-video examples whose video comes from another video (paper: 0.5).
         max_stride: video words are subsampled with a stride drawn from 1 … ``max_stride`` (paper: 5).
         max_sentences: 1 … ``max_sentences`` neighbouring sentences are concatenated into one example.
-        segment_words: segment length, in visual words, of videos without a transcript (16 in the issue).
-        mask_prob: masked-LM rate per modality (BERT: 0.15).
-        max_predictions: cap on masked positions per modality and example (``None``: no cap).
+        segment_words: segment length, in visual words, of videos without a transcript.
+        min_clips: fewest visual words in a segment (shorter ones are merged with neighbours) and after
+            subsampling.
+        mask_prob: masked-LM rate over the joint sequence (BERT: 0.15).
+        max_predictions: cap on masked positions per example (``None``: no cap).
+        eval_videos: evaluation videos that must not be pretrained on: paths of zero-shot labels (``.jsonl``), a
+            tokenized folder, a YouCook2 annotation file (its non-training splits) or an id list (``.txt``).
+        on_eval_leak: what a pretraining video among them does: ``error`` (stop, naming them) or ``drop`` (leave
+            it out, with a warning).
         val_fraction: share of videos held out for validation (by a hash of the video id).
         lowercase: lower-case the text (uncased vocabularies).
-        batch_size: examples per batch.
+        batch_size: examples per batch and device.
         num_workers: DataLoader workers.
-        seed: seed of the split and of the validation examples.
+        seed: seed of the split, the order and every example.
     """
 
-    #: vocab_size is V_text + 1 + K and the adapter reads the codebook that made the words: both follow the data.
+    #: vocab_size is V_text + 1 + K, the adapter reads the codebook that made the words, and the task names the
+    #: regimes of its loss: all follow the data.
     model_links: ClassVar[dict[str, str]] = {
         "vocab_size": "config.vocab_size",
         "codebook": "adapter.init_args.codebook",
+        "regime_names": "regime_names",
     }
 
     def __init__(
@@ -348,6 +525,10 @@ class VideoTextDataModule(pl.LightningDataModule):
         tokens_dir: str,
         vocab_file: str,
         transcripts: str | None = None,
+        sentence_split: str = "auto",
+        max_sentence_words: int = 32,
+        sentence_pause: float = 1.0,
+        punctuator: str | None = None,
         max_seq_length: int = 128,
         text_only_weight: float = 1.0,
         video_only_weight: float = 1.0,
@@ -356,8 +537,11 @@ class VideoTextDataModule(pl.LightningDataModule):
         max_stride: int = 5,
         max_sentences: int = 2,
         segment_words: int = 16,
+        min_clips: int = 4,
         mask_prob: float = 0.15,
         max_predictions: int | None = None,
+        eval_videos: list[str] | None = None,
+        on_eval_leak: str = "error",
         val_fraction: float = 0.1,
         lowercase: bool = True,
         batch_size: int = 32,
@@ -367,31 +551,54 @@ class VideoTextDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         # shipped data (datamodules/data/...) resolves from any working directory
-        root = resolve_path(tokens_dir)
+        self.tokens_dir = resolve_path(tokens_dir)
         self.vocab_file = str(resolve_path(vocab_file))
-        manifest = root / "manifest.json"
+        manifest = self.tokens_dir / "manifest.json"
         if not manifest.is_file():
-            raise FileNotFoundError(f"{manifest} does not exist; make {root} with `multibert tokenize-video`")
-        self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
-        for key in ("clip_seconds", "videos"):
-            if key not in self.manifest:
-                raise KeyError(f"{manifest} lacks {key!r}; re-run `multibert tokenize-video`")
+            raise FileNotFoundError(f"{manifest} does not exist; make {self.tokens_dir} with `multibert tokenize-video`")
+        if not Path(self.vocab_file).is_file():
+            raise FileNotFoundError(f"data.vocab_file {self.vocab_file} does not exist")
         if min(text_only_weight, video_only_weight, text_video_weight) < 0 or not (
             text_only_weight + video_only_weight + text_video_weight
         ) > 0:
             raise ValueError("regime weights must be >= 0 and not all 0 (data.text_only_weight, ...)")
-        if max_stride < 1 or max_sentences < 1 or segment_words < 1:
-            raise ValueError("max_stride, max_sentences and segment_words must be >= 1")
+        if max_stride < 1 or max_sentences < 1 or segment_words < 1 or min_clips < 1:
+            raise ValueError("max_stride, max_sentences, segment_words and min_clips must be >= 1")
         if max_seq_length < 5:
             raise ValueError(f"max_seq_length={max_seq_length} is too short for [CLS] text [>] video [SEP]")
-        self.codebook = str(root / "codebook.safetensors")
-        self.vocab = video_vocab(self.vocab_file, self.codebook)
-        self.vocab_size = self.vocab.size
-        self.tokens_dir = root
-        transcripts = transcripts if transcripts is not None else self.manifest.get("transcripts")
-        self.transcripts = str(resolve_path(transcripts)) if transcripts else None
+        if sentence_split not in METHODS:
+            raise ValueError(f"data.sentence_split={sentence_split!r}; choose one of {METHODS}")
+        if on_eval_leak not in ("error", "drop"):
+            raise ValueError(f"data.on_eval_leak={on_eval_leak!r}; choose 'error' or 'drop'")
+        if punctuator is not None and not resolve_path(punctuator).is_file():
+            raise FileNotFoundError(f"data.punctuator {punctuator} does not exist")
+        self.codebook = str(self.tokens_dir / "codebook.safetensors")
+        self.regime_names = list(REGIMES)
         self.train_set: VideoTextDataset | None = None
         self.val_set: VideoTextDataset | None = None
+
+    # ----------------------------------------------------------------- values the model links read (lazily)
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        path = self.tokens_dir / "manifest.json"
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("clip_seconds", "videos"):
+            if key not in manifest:
+                raise KeyError(f"{path} lacks {key!r}; re-run `multibert tokenize-video`")
+        return manifest
+
+    @cached_property
+    def vocab(self) -> VideoVocab:
+        return video_vocab(self.vocab_file, self.codebook)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+    @property
+    def transcripts(self) -> str | None:
+        given = self.hparams.transcripts if self.hparams.transcripts is not None else self.manifest.get("transcripts")
+        return str(resolve_path(given)) if given else None
 
     def extended_vocab(self) -> str:
         """``vocab.txt`` of the extended vocabulary: the text tokens, ``[>]``, then ``[VW0]`` … ``[VW{K-1}]``."""
@@ -411,14 +618,58 @@ class VideoTextDataModule(pl.LightningDataModule):
                 f"{self.vocab_file} + this codebook; resume with the same data.vocab_file and tokens"
             )
 
+    # ----------------------------------------------------------------- reading
+    def evaluation_ids(self) -> set[str]:
+        """Ids of evaluation videos: ``eval_videos``, plus a YouCook2 transcript file's non-training splits."""
+        ids: set[str] = set()
+        for source in self.hparams.eval_videos or []:
+            ids |= read_video_ids(source)
+        if self.transcripts and Path(self.transcripts).suffix == ".json":
+            data = json.loads(Path(self.transcripts).read_text(encoding="utf-8"))
+            if isinstance(data, dict) and "database" in data:
+                log.warning(
+                    "%s holds YouCook2's human captions, not ASR: the paper pretrains on ASR transcripts "
+                    "(HowTo100M-style captions or WebVTT / SRT)", self.transcripts,
+                )
+                ids |= {v for v, subset in youcook2_subsets(self.transcripts).items() if subset != "training"}
+        return ids
+
+    def pretraining_videos(self) -> list[str]:
+        """The manifest's videos minus evaluation videos (which stop the run unless ``on_eval_leak: drop``)."""
+        videos = list(self.manifest["videos"])
+        leaked = sorted(set(videos) & self.evaluation_ids())
+        if leaked:
+            what = (
+                f"{len(leaked)} evaluation videos are in the pretraining set {self.tokens_dir} "
+                f"(e.g. {leaked[:5]}): zero-shot numbers on them would measure memory, not generalisation"
+            )
+            if self.hparams.on_eval_leak == "error":
+                raise ValueError(
+                    f"{what}. Tokenize only training videos for pretraining, or set data.on_eval_leak=drop to leave "
+                    "them out"
+                )
+            log.warning("%s; leaving them out (data.on_eval_leak=drop)", what)
+            videos = [v for v in videos if v not in set(leaked)]
+        return videos
+
+    def sentences(self, transcripts: dict[str, list[Sentence]]) -> dict[str, list[Sentence]]:
+        """Each video's cues cut into sentences (``sentence_split``)."""
+        hp = self.hparams
+        punctuator = TaggerPunctuator(resolve_path(hp.punctuator)) if hp.punctuator else None
+        return {
+            vid: split_sentences(cues, hp.sentence_split, hp.max_sentence_words, hp.sentence_pause, punctuator)
+            for vid, cues in transcripts.items()
+        }
+
     def load_segments(self) -> tuple[list[list[Segment]], list[str]]:
-        """All videos' segments (and their ids), with what was found logged."""
+        """All pretraining videos' segments (and their ids), with what was found logged."""
         hp = self.hparams
         root = self.tokens_dir
-        words = {vid: read_words(root / "words" / f"{vid}.safetensors") for vid in self.manifest["videos"]}
+        words = {vid: read_words(root / "words" / f"{vid}.safetensors") for vid in self.pretraining_videos()}
         transcripts = load_transcripts(self.transcripts) if self.transcripts else {}
         if not transcripts and hp.text_only_weight + hp.text_video_weight > 0:
             log.warning("no transcripts: only video-only examples can be made (set data.transcripts)")
+        transcripts = self.sentences({vid: cues for vid, cues in transcripts.items() if vid in words})
         tokenizer = load_wordpiece(self.vocab_file, lowercase=hp.lowercase)
 
         def encode(texts: list[str]) -> list[list[int]]:
@@ -426,13 +677,15 @@ class VideoTextDataModule(pl.LightningDataModule):
 
         videos, counts = build_segments(
             words, transcripts, encode, float(self.manifest["clip_seconds"]), self.vocab.visual_offset,
-            hp.segment_words,
+            hp.segment_words, hp.min_clips,
         )
         log.info(
-            "video data: %d videos (%d with transcripts), %d sentences (%d without video words), "
-            "%d transcripts without a tokenized video, %d videos skipped at tokenization",
+            "video data: %d videos (%d with transcripts), %d sentences (%d without video words; %d merges to reach "
+            "%d clips; %d videos shorter than that: text only), %d transcripts without a tokenized video, %d videos "
+            "skipped at tokenization",
             counts["videos"], counts["with_transcript"], counts["sentences"], counts["sentences_without_video"],
-            counts["transcripts_without_video"], len(self.manifest.get("skipped", [])),
+            counts["merged"], hp.min_clips, counts["videos_too_short"], counts["transcripts_without_video"],
+            len(self.manifest.get("skipped", [])),
         )
         ids = sorted(words)
         return videos, [ids[segs[0].video] for segs in videos]
@@ -449,21 +702,30 @@ class VideoTextDataModule(pl.LightningDataModule):
             val[-1] = True  # at least one validation video
         if all(val):
             val[0] = False
-        common = (
-            self.vocab,
-            (hp.text_only_weight, hp.video_only_weight, hp.text_video_weight),
-            hp.max_seq_length, hp.align_negative_prob, hp.max_stride, hp.max_sentences, hp.mask_prob,
-            hp.max_predictions,
+        common = dict(
+            vocab=self.vocab,
+            regime_weights=(hp.text_only_weight, hp.video_only_weight, hp.text_video_weight),
+            max_seq_length=hp.max_seq_length, align_negative_prob=hp.align_negative_prob, max_stride=hp.max_stride,
+            max_sentences=hp.max_sentences, mask_prob=hp.mask_prob, max_predictions=hp.max_predictions,
+            seed=hp.seed, min_clips=hp.min_clips,
         )
-        self.train_set = VideoTextDataset([g for g, q in zip(videos, val) if not q], *common, seed=None)
-        self.val_set = VideoTextDataset([g for g, q in zip(videos, val) if q], *common, seed=hp.seed)
+
+        def renumber(segs_list: list[list[Segment]]) -> list[list[Segment]]:  # video index = position in the split
+            return [[Segment(i, g.text, g.words) for g in segs] for i, segs in enumerate(segs_list)]
+
+        self.train_set = VideoTextDataset(renumber([g for g, q in zip(videos, val) if not q]), **common)
+        self.val_set = VideoTextDataset(renumber([g for g, q in zip(videos, val) if q]), **common)
         log.info("video split: %d train / %d validation videos", sum(not q for q in val), sum(val))
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: VideoTextDataset, train: bool) -> DataLoader:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(dataset, shuffle=train, seed=self.hparams.seed, num_replicas=world, rank=rank,
+                               fixed_epoch=None if train else 0)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.hparams.num_workers,
             collate_fn=collate,
             persistent_workers=self.hparams.num_workers > 0,
@@ -471,8 +733,8 @@ class VideoTextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, train=False)

@@ -6,8 +6,14 @@ Everything this module writes is synthetic, and says so: a ``SYNTHETIC.txt`` not
 Each video is a sequence of actions. In each action one object (a ``square``, ``circle``, ``triangle``, ``cross`` or
 ``bar`` in ``red``, ``green``, ``blue`` or ``yellow``) performs one of seven actions: ``rotate``, ``grow``,
 ``shrink``, ``lift`` (moves up), ``drop`` (moves down), ``push`` (moves right), ``pull`` (moves left), on a noisy
-dark background. A circle is never rotated (it would look still). The transcript (WebVTT, one cue per action)
-names the action and the object with one of a few sentence templates, like the narration of a cooking video.
+dark background. A circle is never rotated (it would look still). The transcript (WebVTT) names the action and
+the object with a sentence drawn from a few prefixes and suffixes, like the narration of a cooking video, and is laid
+out like YouTube's automatic captions: no punctuation, each sentence spread over two cues that break it mid-way,
+spoken during the first 80 % of its action (a pause follows), so the datamodule has to find the sentences again
+(:mod:`datamodules.video.sentences`: at the pauses).
+
+The zero-shot template (:data:`EVAL_TEMPLATE`, the paper's "now let me show you how to [MASK] the [MASK]") is
+never a training sentence: evaluation is not a cloze test on memorised text. Its words are in the vocabulary.
 
 Output layout::
 
@@ -34,14 +40,20 @@ log = logging.getLogger(__name__)
 VERBS = ("rotate", "grow", "shrink", "lift", "drop", "push", "pull")
 NOUNS = ("square", "circle", "triangle", "cross", "bar")
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (60, 90, 235), "yellow": (230, 210, 40)}
-TEMPLATES = (
-    "now let me show you how to {verb} the {noun}",
-    "next i {verb} the {colour} {noun}",
-    "watch me {verb} the {noun}",
-    "here we {verb} this {colour} {noun}",
-    "you can {verb} the {noun} like this",
-    "let me {verb} the {colour} {noun} now",
+#: the zero-shot evaluation template (the paper's); no training sentence uses it
+EVAL_TEMPLATE = "now let me show you how to [MASK] the [MASK]"
+#: training sentences are PREFIX + "{verb} the {noun}": prefixes of 2-8 words (so the verb is seen at every position
+#: the evaluation template puts it) that use the template's words in other orders, as real narration does, but
+#: never its "now let me show you how to" itself
+PREFIXES = (
+    "watch me", "next i", "you can", "let me", "now we", "let us now", "it is time to", "you have to",
+    "i will show how we", "now you can see how i", "now you can see how we will", "so now it is time for me to",
 )
+#: no colour or suffix in the sentence: with 64 videos, a rarer context would name its sentence (and so its verb) by
+#: itself, and a tiny model memorises that instead of looking at the video
+SUFFIXES = ("",)
+#: a few full sentence shapes, for the tests and the README
+TEMPLATES = tuple(f"{p} {{verb}} the {{noun}}" for p in PREFIXES)
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 NOTE = "SYNTHETIC data drawn by multibert's datamodules/video/synthetic.py; not real video."
 
@@ -139,10 +151,21 @@ def _timestamp(t: float) -> str:
     return f"{int(h):02d}:{int(m):02d}:{s:06.3f}"
 
 
+#: share of an action during which its sentence is spoken (a pause follows)
+SPEECH_SHARE = 0.8
+
+
 def write_webvtt(path: Path, actions: list[Action]) -> None:
+    """Captions like YouTube's ASR: unpunctuated, each sentence over two cues that split it at its middle word,
+    spoken over the first :data:`SPEECH_SHARE` of its action."""
     lines = ["WEBVTT", "", "NOTE", NOTE, ""]
     for a in actions:
-        lines += [f"{_timestamp(a.start)} --> {_timestamp(a.end)}", a.sentence, ""]
+        words = a.sentence.split()
+        half = len(words) // 2
+        said = (a.end - a.start) * SPEECH_SHARE
+        cut = a.start + said * half / len(words)
+        for start, end, part in ((a.start, cut, words[:half]), (cut, a.start + said, words[half:])):
+            lines += [f"{_timestamp(start)} --> {_timestamp(end)}", " ".join(part), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -156,7 +179,7 @@ def make_video(
         noun = str(rng.choice(NOUNS))
         verbs = [v for v in VERBS if not (noun == "circle" and v == "rotate")]
         verb, colour = str(rng.choice(verbs)), str(rng.choice(list(COLOURS)))
-        sentence = str(rng.choice(TEMPLATES)).format(verb=verb, noun=noun, colour=colour)
+        sentence = f"{rng.choice(PREFIXES)} {verb} the {noun}{rng.choice(SUFFIXES)}"
         plan.append(Action(i * action_seconds, (i + 1) * action_seconds, verb, noun, colour, sentence))
     frames = (f for a in plan for f in draw_action(a.verb, a.noun, a.colour, n, size, rng))
     write_video(path, frames, fps, codec)
@@ -165,11 +188,11 @@ def make_video(
 
 def synthetic_vocabulary() -> list[str]:
     """BERT's special tokens, then every word the templates can produce, then single characters."""
-    words = {w for t in TEMPLATES for w in t.replace("{", " ").replace("}", " ").split()}
+    words = {w for t in (*PREFIXES, *SUFFIXES, "the") for w in t.split()}
+    words |= set(EVAL_TEMPLATE.replace("[MASK]", " ").split())
     words |= set(VERBS) | set(NOUNS) | set(COLOURS)
-    words -= {"verb", "noun", "colour"}
     chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789.,!?'"))
-    return [*SPECIAL_TOKENS, *sorted(words), *chars, *(f"##{c}" for c in chars if c.isalnum())]
+    return [*SPECIAL_TOKENS, *sorted(words), *(c for c in chars if c not in words), *(f"##{c}" for c in chars if c.isalnum())]
 
 
 def make_synthetic_videos(

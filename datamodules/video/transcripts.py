@@ -7,11 +7,13 @@ Every reader returns :class:`Sentence` objects (start and end in seconds, text) 
   YouTube's automatic captions repeat each line in the next cue (rolling captions): a cue whose text only repeats
   the previous cue's last line is dropped and the repeated prefix is stripped.
 - SRT (``.srt``): numbered cues ``HH:MM:SS,mmm --> HH:MM:SS,mmm``.
-- YouCook2 (Zhou et al., 2018) ``youcookii_annotations_trainval.json``:
+- YouCook2 (Zhou et al., 2018) ``youcookii_annotations_trainval.json`` (human captions, not ASR; its
+  ``validation`` videos are evaluation videos: :func:`youcook2_subsets`):
   ``{"database": {video_id: {"annotations": [{"segment": [start, end], "sentence": ...}, ...], ...}}}``.
 - HowTo100M (Miech et al., 2019) ``caption.json``: ``{video_id: {"start": [...], "end": [...], "text": [...]}}``.
 
-:func:`load_transcripts` takes a folder of ``<video_id>.vtt`` / ``.srt`` files or one JSON file of either kind.
+:func:`load_transcripts` takes a folder of ``<video_id>.vtt`` / ``.srt`` files or one JSON file of either kind. Cues are
+returned as they come; :mod:`datamodules.video.sentences` turns ASR cues into sentences.
 """
 
 from __future__ import annotations
@@ -123,6 +125,14 @@ def _howto100m(path: Path, data: dict) -> dict[str, list[Sentence]]:
         sentences = [Sentence(float(s), float(e), _clean(str(t))) for s, e, t in zip(starts, ends, texts)]
         out[vid] = sorted((s for s in sentences if s.text), key=lambda s: s.start)
     return out
+
+
+def youcook2_subsets(path: str | Path) -> dict[str, str]:
+    """Video id → split (``training``, ``validation``, ``testing``) of a YouCook2 annotation file."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "database" not in data:
+        raise ValueError(f"{path} is not a YouCook2 annotation file (no 'database' key)")
+    return {vid: str(entry.get("subset", "unknown")) for vid, entry in data["database"].items()}
 
 
 def read_transcript_json(path: str | Path) -> dict[str, list[Sentence]]:

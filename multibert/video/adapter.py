@@ -8,10 +8,18 @@ of a hierarchical k-means codebook (:mod:`multibert.video.quantize`)::
     ids V_text+1 .. V-1     visual words 0 .. K-1          V = V_text + 1 + K = config.vocab_size
 
 The embedding keeps Hugging Face's ``BertEmbeddings`` layout (it subclasses :class:`TextAdapter`), so masked-LM
-over text and visual words ties to one table. Visual-word rows start from the codebook's leaf centroids: centred,
-projected onto their top principal directions when the feature size D differs from H (zero-padded if H exceeds
-the rank), and scaled to the text rows' standard deviation, so that nearby centroids start as nearby embeddings.
-The paper does not say how it initialised these rows (deviation by design).
+over text and visual words ties to one table. Visual-word rows (``visual_init``):
+
+- ``centroids`` — the paper's: each row *is* its word's S3D leaf centroid (D = H: S3D's 1024-d features and
+  BERT-large's hidden size), and the rows stay frozen (``freeze_visual_words``, by default for these rows only);
+- ``projected`` — for D ≠ H (BERT-base, the light demo features): the centroids centred, projected onto their top
+  H principal directions (zero-padded if H exceeds their rank) and scaled to the text rows' standard deviation, so
+  that nearby centroids start as nearby embeddings (our extension; the paper only ran D = H);
+- ``random`` — BERT's initialisation, like a new text token;
+- ``auto`` (default) — ``centroids`` where D = H, else ``projected``.
+
+Frozen rows receive no gradient (a hook zeroes it, so Adam's moments stay 0) and are restored from their stored
+copy at every forward (decoupled weight decay would otherwise shrink them); the text rows train as usual.
 
 The codebook tree is kept as buffers, so a checkpoint carries the tokenizer that made its words
 (:meth:`VideoAdapter.codebook`). :meth:`VideoAdapter.extend_pretrained` grows a text checkpoint's word embedding and
@@ -55,6 +63,9 @@ def centroid_rows(leaves: torch.Tensor, hidden_size: int, std: float) -> torch.T
     return rows.float()
 
 
+VISUAL_INITS = ("auto", "centroids", "projected", "random")
+
+
 class VideoAdapter(TextAdapter):
     """Text + ``[>]`` + visual-word embeddings (HF ``BertEmbeddings`` layout over the extended vocabulary).
 
@@ -64,10 +75,21 @@ class VideoAdapter(TextAdapter):
         config: ``vocab_size`` must be V_text + 1 + K (the video datamodule links it).
         codebook: the codebook file that made the visual words (``<tokens_dir>/codebook.safetensors``); the video
             datamodule links it, so YAML need not repeat it.
-        init_from_centroids: start the visual-word rows from the centroids (else random, like text rows).
+        visual_init: ``auto``, ``centroids`` (the paper's; needs D = H), ``projected`` or ``random`` (see the module
+            docstring).
+        freeze_visual_words: keep the visual-word rows at their initial values; ``None`` (default): frozen when
+            they are the raw centroids (the paper's setting), trained otherwise (projected or random rows are not
+            the features they stand for, so fixing them helps nothing: on the synthetic demo it stopped the model
+            from linking video to words).
     """
 
-    def __init__(self, config: BertConfig, codebook: str | None = None, init_from_centroids: bool = True) -> None:
+    def __init__(
+        self,
+        config: BertConfig,
+        codebook: str | None = None,
+        visual_init: str = "auto",
+        freeze_visual_words: bool | None = None,
+    ) -> None:
         if codebook is None:
             raise ValueError(
                 "VideoAdapter needs the codebook file of the visual words (adapter.init_args.codebook); "
@@ -91,17 +113,61 @@ class VideoAdapter(TextAdapter):
         tree = HierarchicalKMeans(depth, branching).load_state_dict(load_file(codebook))
         for level, c in enumerate(tree.centroids):
             self.register_buffer(f"codebook_level_{level}", c.clone())  # persistent: saved with the model
-        self.init_from_centroids = init_from_centroids
-        if init_from_centroids:
-            self.init_visual_rows()
+        if visual_init not in VISUAL_INITS:
+            raise ValueError(f"visual_init={visual_init!r}; choose one of {VISUAL_INITS}")
+        D, H = tree.feature_size, config.hidden_size
+        if visual_init == "auto":
+            visual_init = "centroids" if D == H else "projected"
+        if visual_init == "centroids" and D != H:
+            raise ValueError(
+                f"visual_init='centroids' uses the {D}-d centroids of {codebook} as embedding rows, but hidden_size is "
+                f"{H}; use visual_init='projected' (or 'auto') for D != H"
+            )
+        self.visual_init = visual_init
+        if freeze_visual_words is None:
+            freeze_visual_words = visual_init == "centroids"
+        self.freeze_visual_words = freeze_visual_words
+        if visual_init != "centroids" and freeze_visual_words:
+            # the frozen rows' reference copy (with raw centroids, the codebook's leaves are that copy already)
+            self.register_buffer("visual_rows", torch.zeros(K, H))
+        self.init_visual_rows()
+        if freeze_visual_words:
+            self.word_embeddings.weight.register_hook(self._drop_visual_grad)
 
     def init_visual_rows(self, std: float | None = None) -> None:
-        """Set the visual-word rows from the codebook's leaf centroids (std: the text rows' by default)."""
+        """Set the visual-word rows as ``visual_init`` says (``projected``: scaled to ``std``, the text rows' by
+        default)."""
         weight = self.word_embeddings.weight
-        std = float(weight[: self.text_vocab_size].detach().std()) if std is None else std
-        rows = centroid_rows(self.codebook().leaves, self.config.hidden_size, std)
+        if self.visual_init == "centroids":
+            rows = self.codebook().leaves
+        elif self.visual_init == "projected":
+            std = float(weight[: self.text_vocab_size].detach().std()) if std is None else std
+            rows = centroid_rows(self.codebook().leaves, self.config.hidden_size, std)
+        else:
+            std = self.config.initializer_range if std is None else std
+            rows = torch.randn(self.num_visual_words, self.config.hidden_size) * std
         with torch.no_grad():
             weight[self.visual_offset :] = rows.to(weight)
+            if hasattr(self, "visual_rows"):
+                self.visual_rows.copy_(rows)
+
+    def frozen_rows(self) -> torch.Tensor:
+        """The values frozen visual-word rows are kept at. Shape: (K, H)."""
+        if self.visual_init == "centroids":
+            return getattr(self, f"codebook_level_{self.depth - 1}").reshape(self.num_visual_words, -1)  # (K, H)
+        return self.visual_rows
+
+    def _drop_visual_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[self.visual_offset :] = 0
+        return grad
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.freeze_visual_words:
+            # weight decay moves every row of a parameter that has a gradient: put the frozen rows back first
+            with torch.no_grad():
+                self.word_embeddings.weight[self.visual_offset :] = self.frozen_rows()
+        return super().embed(input_ids, token_type_ids)
 
     def codebook(self) -> HierarchicalKMeans:
         """The hierarchical k-means tree stored in this adapter."""
@@ -119,8 +185,8 @@ class VideoAdapter(TextAdapter):
         """Grow a text checkpoint (already mapped to multibert keys) to this adapter's vocabulary.
 
         The checkpoint's V_text word rows are copied unchanged; ``[>]`` and the visual-word rows keep this
-        adapter's initialisation, rescaled to the checkpoint's text-row std when they came from the centroids; the
-        MLM output bias gets zeros for the new ids. A checkpoint that already has the full vocabulary is returned
+        adapter's initialisation (projected rows rescaled to the checkpoint's text-row std); the MLM output bias gets
+        zeros for the new ids. A checkpoint that already has the full vocabulary is returned
         as it is.
 
         Returns:
@@ -140,8 +206,7 @@ class VideoAdapter(TextAdapter):
             text_rows = state[_WORD_KEY]
             with torch.no_grad():
                 self.word_embeddings.weight[: self.text_vocab_size] = text_rows.to(self.word_embeddings.weight)
-                if self.init_from_centroids:
-                    self.init_visual_rows(float(text_rows.float().std()))
+                self.init_visual_rows(float(text_rows.float().std()))
             state[_WORD_KEY] = self.word_embeddings.weight.detach().clone()
         if _BIAS_KEY in state:
             bias = state[_BIAS_KEY]

@@ -1,9 +1,10 @@
-"""A picture of visual words: for sample words, the middle frames of the clips nearest each word's centroid
-(the figure of visual words in VideoBERT, Sun et al., ICCV 2019, arXiv 1904.01766).
+"""A picture of visual words: for sample words, the clips nearest each word's centroid (the figure of visual words
+in VideoBERT, Sun et al., ICCV 2019, arXiv 1904.01766).
 
 Reads a folder written by ``multibert tokenize-video`` (its cached features, their source videos, the codebook)
-and writes one PNG: one row per word (the most used words first), ``clips_per_word`` frames per row, nearest
-first, each row labelled with its word id and clip count.
+and writes one PNG: one row per word (the most used words first), ``clips_per_word`` clips per row, nearest
+first, each row labelled with its word id and clip count. A clip is shown as a strip of ``frames_per_clip`` frames
+spread over it (first … last), so motion — what tells the verbs apart — is visible, not one still frame.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import torch
 from safetensors import safe_open
 
 from multibert.video.decode import VideoDecodeError, iter_clips
+from multibert.video.progress import Progress
 from multibert.video.quantize import HierarchicalKMeans
-from multibert.video.tokenize import read_features
+from multibert.video.store import read_features
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,25 @@ def nearest_clips(
     return out
 
 
+def clip_strip(frames: np.ndarray, count: int) -> np.ndarray:
+    """``count`` frames spread evenly over a clip (first, …, last), side by side.
+
+    Shapes:
+        frames: (F, S, S, 3) → (S, count · S, 3).
+    """
+    picks = np.floor(np.linspace(0, len(frames) - 1, num=min(count, len(frames))) + 0.5).astype(int)
+    return np.concatenate([frames[i] for i in picks], axis=1)  # (S, count·S, 3)
+
+
 def visual_word_montage(
     *,
-    tokens_dir: str, out: str, words: int = 8, clips_per_word: int = 6, frame_size: int = 96
+    tokens_dir: str,
+    out: str,
+    words: int = 8,
+    clips_per_word: int = 4,
+    frames_per_clip: int = 3,
+    frame_size: int = 64,
+    progress: bool = True,
 ) -> Path:
     """Write a PNG montage of sample visual words (``multibert video-montage``).
 
@@ -50,8 +68,10 @@ def visual_word_montage(
             feature files must still exist).
         out: the PNG file to write.
         words: how many words (rows), the most used first.
-        clips_per_word: frames per row, the clips nearest the word's centroid first.
+        clips_per_word: clips per row, the clips nearest the word's centroid first.
+        frames_per_clip: frames shown per clip, spread from its first to its last (3: first / middle / last).
         frame_size: side of each frame in pixels.
+        progress: show a progress bar over the videos decoded (log lines when stderr is not a terminal).
     """
     import matplotlib
 
@@ -83,24 +103,27 @@ def visual_word_montage(
             vid, i = owners[j]
             wanted.setdefault(vid, set()).add(i)
     frames: dict[tuple[str, int], np.ndarray] = {}
-    for vid, clip_ids in wanted.items():
-        source = sources.get(vid)
-        if not source or not Path(source).is_file():
-            log.warning("montage: source video of %s (%s) not found; its frames are left blank", vid, source)
-            continue
-        try:
-            for clip in iter_clips(source, float(manifest["fps"]), int(manifest["clip_frames"]), frame_size):
-                if clip.index in clip_ids:
-                    frames[(vid, clip.index)] = clip.frames[len(clip.frames) // 2]
-                if clip.index >= max(clip_ids):
-                    break
-        except VideoDecodeError as err:
-            log.warning("montage: %s", err)
+    with Progress(len(wanted), "montage: decoding clips", "videos", progress, logger=log) as bar:
+        for vid, clip_ids in wanted.items():
+            bar.update()
+            source = sources.get(vid)
+            if not source or not Path(source).is_file():
+                log.warning("montage: source video of %s (%s) not found; its frames are left blank", vid, source)
+                continue
+            try:
+                for clip in iter_clips(source, float(manifest["fps"]), int(manifest["clip_frames"]), frame_size):
+                    if clip.index in clip_ids:
+                        frames[(vid, clip.index)] = clip_strip(clip.frames, frames_per_clip)
+                    if clip.index >= max(clip_ids):
+                        break
+            except VideoDecodeError as err:
+                log.warning("montage: %s", err)
 
+    width = frames_per_clip * 1.1
     fig, axes = plt.subplots(
-        len(chosen), clips_per_word, figsize=(1.3 * clips_per_word + 1, 1.3 * len(chosen)), squeeze=False
+        len(chosen), clips_per_word, figsize=(width * clips_per_word + 1, 1.2 * len(chosen)), squeeze=False
     )
-    blank = np.zeros((frame_size, frame_size, 3), np.uint8)
+    blank = np.zeros((frame_size, frame_size * frames_per_clip, 3), np.uint8)
     for r, w in enumerate(chosen):
         for c in range(clips_per_word):
             ax = axes[r][c]
@@ -111,7 +134,11 @@ def visual_word_montage(
             else:
                 ax.axis("off")
         axes[r][0].set_ylabel(f"word {w}\n({int(counts[w])} clips)", fontsize=7)
-    fig.suptitle(f"visual words of {root.name}: clips nearest each centroid", fontsize=9)
+    fig.suptitle(
+        f"{len(chosen)} most used visual words (rows): the {clips_per_word} clips nearest each centroid, "
+        f"each as {frames_per_clip} frames from first to last",
+        fontsize=9,
+    )
     fig.tight_layout()
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
