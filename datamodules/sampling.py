@@ -46,26 +46,38 @@ class EpochSampler(DistributedSampler):
         self.fixed_epoch = fixed_epoch
         self.keys_with_epoch = keys_with_epoch
         self.yielded = 0  # keys handed out in the current epoch
-        self._skip = 0  # keys to skip at the next iteration (set by load_state_dict)
+        self._restored: tuple[int, int] | None = None  # (epoch, keys handed out) from a checkpoint
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "yielded": self.yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.set_epoch(state["epoch"])
-        self._skip = state["yielded"]
+        self.set_epoch(int(state["epoch"]))
+        self._restored = (int(state["epoch"]), int(state["yielded"]))
 
     def __iter__(self):
-        # a generator: the order is drawn at the first key, with the epoch set by then
-        keys = self._keys()
-        skip, self._skip = self._skip, 0
-        self.yielded = skip
+        # a generator: where to start is decided at the first key, once Lightning has set the epoch
+        epoch, skip = self._start()
+        keys = self._keys(epoch)
+        self.epoch, self.yielded = epoch, skip
         for key in keys[skip:]:
             self.yielded += 1
             yield key
 
-    def _keys(self) -> list[int] | list[tuple[int, int]]:
-        epoch = self.epoch if self.fixed_epoch is None else self.fixed_epoch
+    def _start(self) -> tuple[int, int]:
+        """(epoch, keys to skip) of the next pass. After a checkpoint taken inside an epoch: that epoch, from where it
+        stopped. After one taken on an epoch's last batch: Lightning goes on with the next epoch (it may not have
+        called ``set_epoch`` yet), from its start."""
+        restored, self._restored = self._restored, None
+        if restored is None:
+            return self.epoch, 0
+        epoch, yielded = restored
+        if yielded < len(self._keys(epoch)):
+            return epoch, yielded
+        return max(self.epoch, epoch + 1), 0
+
+    def _keys(self, epoch: int) -> list[int] | list[tuple[int, int]]:
+        epoch = epoch if self.fixed_epoch is None else self.fixed_epoch
         n = len(self.dataset)
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(n) if self.shuffle else np.arange(n)

@@ -47,3 +47,21 @@ def test_keys_carry_the_epoch_when_examples_change_per_epoch():
     fixed = EpochSampler(range(6), 2, seed=0, keys_with_epoch=True, fixed_epoch=0, shuffle=False)
     fixed.set_epoch(9)
     assert list(fixed) == [(0, i) for i in range(6)]
+
+
+@pytest.mark.parametrize("set_epoch_first", [True, False])
+def test_a_checkpoint_on_the_last_batch_of_an_epoch_resumes_with_the_next_epoch(set_epoch_first):
+    def loader() -> StatefulDataLoader:
+        return StatefulDataLoader(list(range(12)), batch_size=3, sampler=EpochSampler(range(12), 3, seed=5))
+
+    reference = loader()
+    reference.sampler.set_epoch(2)
+    expected = [b.tolist() for b in reference]
+    finished = loader()
+    finished.sampler.set_epoch(1)
+    list(finished)  # the whole of epoch 1: the checkpoint is taken on its last batch
+    resumed = loader()
+    resumed.load_state_dict(finished.state_dict())
+    if set_epoch_first:  # Lightning may or may not have moved the sampler on before it iterates
+        resumed.sampler.set_epoch(2)
+    assert [b.tolist() for b in resumed] == expected

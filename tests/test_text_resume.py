@@ -105,18 +105,21 @@ def prepared(tmp_path_factory) -> Path:
 
 
 def test_streaming_ddp_run_killed_mid_epoch_sees_the_batches_of_an_uninterrupted_run(tmp_path, prepared):
-    # batches of 32: an epoch is 13 batches per rank, so the checkpoint at step 12 lies at the end of the first
-    # epoch, the kill inside the second one, and the resumed run crosses the epoch boundary
+    # batches of 28: an epoch is 16 batches per rank (904 items over 2 ranks, the last partial batch dropped), so the
+    # checkpoint at step 16 lies at the end of the first epoch, the kill inside the second one, and the resumed run
+    # crosses the epoch boundary
+    items = json.loads((prepared / "multibert.json").read_text())["splits"]["train"]["items"]
+    assert items // 2 // 28 == 16, items
     full, killed, resumed = _resume_after_kill(
-        CONFIGS / "tiny_streaming.yaml", tmp_path, 2, 14, 12, "--trainer.max_steps=20", "--trainer.devices=2",
-        "--trainer.strategy=ddp", "--data.num_workers=2", "--data.batch_size=32", f"--data.data_dir={prepared}",
+        CONFIGS / "tiny_streaming.yaml", tmp_path, 2, 18, 16, "--trainer.max_steps=24", "--trainer.devices=2",
+        "--trainer.strategy=ddp", "--data.num_workers=2", "--data.batch_size=28", f"--data.data_dir={prepared}",
         f"--data.cache_dir={tmp_path / 'cache'}",
     )
     for rank in (0, 1):
         seen = _batches(full, rank)
-        assert [(e, s) for e, s, _ in seen] == [(int(s >= 13), s) for s in range(20)]
-        assert _batches(killed, rank) == seen[:14]
-        assert _batches(resumed, rank) == seen[12:]
+        assert [(e, s) for e, s, _ in seen] == [(int(s >= 16), s) for s in range(24)]
+        assert _batches(killed, rank) == seen[:18]
+        assert _batches(resumed, rank) == seen[16:]
     assert not {d for *_, d in _batches(full, 0)} & {d for *_, d in _batches(full, 1)}  # each rank its own shard
     # the epoch-level training metrics are averaged over the ranks: both hold the same value
     metrics = [json.loads((full / "batches" / f"rank{r}.metrics.json").read_text()) for r in (0, 1)]

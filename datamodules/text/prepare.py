@@ -109,9 +109,10 @@ def _write_record(data_dir: str, record: dict | None, storage_options: dict | No
         fs.upload_file(str(Path(tmp) / PREPARED), remote)
 
 
-def document_key(path: Path, offset: int) -> int:
-    """A stable 63-bit key of the document that starts at byte ``offset`` of ``path``."""
-    return int.from_bytes(hashlib.sha1(f"{path.resolve()}|{offset}".encode()).digest()[:8], "little") >> 1
+def document_key(sentences: list[str]) -> int:
+    """A 63-bit key of a document from its text alone: the split and the chunk plan do not change when the corpus
+    moves to another folder or machine (a key from the file's path would)."""
+    return int.from_bytes(hashlib.sha1("\n".join(sentences).encode()).digest()[:8], "little") >> 1
 
 
 def in_validation(key: int, seed: int, val_fraction: float) -> bool:
@@ -167,8 +168,8 @@ class _ShardWriter:
         dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32
         pending: list[tuple[int, list[str]]] = []
         n_pending = 0
-        for offset, sentences in read_shard(shard, s.encoding, s.max_sentence_chars, stats):
-            key = document_key(shard.path, offset)
+        for _, sentences in read_shard(shard, s.encoding, s.max_sentence_chars, stats):
+            key = document_key(sentences)
             if in_validation(key, s.seed, s.val_fraction) != (self.split == "val"):
                 continue
             pending.append((key, sentences))

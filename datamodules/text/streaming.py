@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import multiprocessing
 import os
 from functools import partial
 from pathlib import Path
@@ -269,11 +270,18 @@ class TextStreamingDataModule(TextDataModuleBase):
         log.info("streaming text data from %s: %s", self.data_dir, splits)
 
     def _loader(self, dataset: NSPStreamingDataset) -> StreamingDataLoader:
+        # workers start from a fork server, not by forking this process: under DDP it runs gloo's and the loader's
+        # own threads, and CPython 3.11's fork can deadlock in the child when another thread is being created at
+        # that moment (seen here: a worker stuck in PyOS_AfterFork_Child, the run hung)
+        workers = self.hparams.num_workers
+        if workers > 0:  # the server imports this module (torch, litdata) once; workers fork from it ready to run
+            multiprocessing.set_forkserver_preload([__name__])
         return ResumableStreamingDataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
+            num_workers=workers,
             collate_fn=partial(collate_tokens, pad_token_id=self.pad_token_id),
+            multiprocessing_context="forkserver" if workers > 0 else None,
         )
 
     def train_dataloader(self) -> StreamingDataLoader:

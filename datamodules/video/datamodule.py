@@ -54,11 +54,12 @@ from typing import Any, ClassVar, NamedTuple
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader as DataLoader
 
 from datamodules import resolve_path
 from datamodules.masking import mask_tokens
+from datamodules.sampling import EpochSampler
 from datamodules.tokenizer import load_wordpiece
 from datamodules.video.sentences import METHODS, TaggerPunctuator, split_sentences
 from datamodules.video.transcripts import Sentence, load_transcripts, youcook2_subsets
@@ -242,68 +243,6 @@ def build_segments(
             out.append(segs)
             counts["videos"] += 1
     return out, counts
-
-
-class EpochSampler(DistributedSampler):
-    """``(epoch, index)`` keys: a shuffle that is a pure function of ``(seed, epoch)``, one disjoint shard per rank.
-
-    A ``DistributedSampler`` subclass, so Lightning keeps it under DDP and calls ``set_epoch``; ``fixed_epoch`` pins
-    the epoch (validation examples stay the same). Its iterator is stateful (the epoch it walks and how far): the
-    ``StatefulDataLoader`` saves that in the checkpoint and restores it. Fast-forwarding a plain iterator instead
-    would walk the order of the epoch the fresh sampler holds (0, as Lightning sets the epoch after restoring the
-    loader): a run resumed in any later epoch would train on other batches.
-    """
-
-    def __init__(self, dataset: Dataset, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0,
-                 fixed_epoch: int | None = None) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
-        self.fixed_epoch = fixed_epoch
-
-    def keys(self, epoch: int) -> list[tuple[int, int]]:
-        """This rank's ``(epoch, index)`` keys of one epoch, in order."""
-        epoch = epoch if self.fixed_epoch is None else self.fixed_epoch
-        n = len(self.dataset)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        if self.total_size > n:  # pad so that every rank gets the same number of examples
-            order = np.concatenate([order, order[: self.total_size - n]])
-        return [(epoch, int(i)) for i in order[self.rank : self.total_size : self.num_replicas]]
-
-    def __iter__(self) -> EpochIterator:
-        return EpochIterator(self, self.epoch)
-
-
-class EpochIterator:
-    """Walks one epoch of an :class:`EpochSampler`; ``state_dict`` / ``load_state_dict`` save and restore the epoch
-    and the position (torchdata's ``Stateful`` protocol)."""
-
-    def __init__(self, sampler: EpochSampler, epoch: int) -> None:
-        self.sampler = sampler
-        self.epoch = epoch
-        self.order = sampler.keys(epoch)
-        self.yielded = 0
-        self.restored = False
-
-    def __iter__(self) -> EpochIterator:
-        return self
-
-    def __next__(self) -> tuple[int, int]:
-        if self.yielded >= len(self.order) and self.restored and self.sampler.epoch > self.epoch:
-            # restored from a checkpoint taken on an epoch's last batch: Lightning has moved on to the next epoch
-            # (set_epoch) but hands it this restored, finished iterator; walk the new epoch instead of nothing
-            self.epoch, self.order, self.yielded = self.sampler.epoch, self.sampler.keys(self.sampler.epoch), 0
-        self.restored = False
-        if self.yielded >= len(self.order):
-            raise StopIteration
-        self.yielded += 1
-        return self.order[self.yielded - 1]
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "yielded": self.yielded}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.yielded = int(state["epoch"]), int(state["yielded"])
-        self.order = self.sampler.keys(self.epoch)
-        self.restored = True
 
 
 class VideoTextDataset(Dataset):
@@ -720,8 +659,8 @@ class VideoTextDataModule(pl.LightningDataModule):
     def _loader(self, dataset: VideoTextDataset, train: bool) -> DataLoader:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(dataset, shuffle=train, seed=self.hparams.seed, num_replicas=world, rank=rank,
-                               fixed_epoch=None if train else 0)
+        sampler = EpochSampler(dataset, self.hparams.batch_size, shuffle=train, seed=self.hparams.seed,
+                               num_replicas=world, rank=rank, fixed_epoch=None if train else 0, keys_with_epoch=True)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
