@@ -29,7 +29,7 @@ def test_montage_of_a_tokenized_folder(tmp_path, monkeypatch, caplog):
     titles = []
     real = matplotlib.figure.Figure.suptitle
     monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", lambda self, t, **kw: titles.append(t) or real(self, t, **kw))
-    with caplog.at_level(logging.INFO, logger="multibert.video.montage"):
+    with caplog.at_level(logging.INFO, logger="multibert"):
         path = visual_word_montage(tokens_dir=str(tok), out=str(tmp_path / "m.png"), words=2, clips_per_word=2,
                                    frames_per_clip=3, frame_size=32)
     from PIL import Image

@@ -122,11 +122,11 @@ def test_fit_reports_progress_as_log_lines_without_a_terminal(caplog):
     import logging
 
     x = separable(k=3, depth=2, dim=4)
-    with caplog.at_level(logging.INFO, logger="multibert.video.quantize"):
+    with caplog.at_level(logging.INFO, logger="multibert.core.progress"):
         tree = HierarchicalKMeans(depth=2, branching=3).fit(x, progress=True, device="cpu")
         tree.assign(x, progress=True, chunk_size=50)
-    assert "k-means d=2 k=3 on 180 points: 4/4 nodes (100%)" in caplog.text  # 1 + 3 node fits
-    assert "assigning visual words: 180/180 rows (100%)" in caplog.text
+    assert "k-means d=2 k=3 on 180 points: 4 nodes of 4 nodes (100%)" in caplog.text  # 1 + 3 node fits
+    assert "assigning visual words: 180 rows of 180 rows (100%)" in caplog.text
 
 
 def test_assignment_in_chunks_equals_one_batch():

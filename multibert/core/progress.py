@@ -53,11 +53,21 @@ class LoggedProgress:
                 return f"{value / scale:.1f} {name}"
         return f"{value:.0f} B"
 
+    def __enter__(self) -> "LoggedProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _log(self, now: float, done: bool = False) -> None:
         elapsed = max(now - self.start, 1e-9)
         share = f" of {self._amount(self.total)} ({self.n / self.total:.0%})" if self.total else ""
         rate = f"{self._amount(self.n / elapsed)}/s"
-        log.info("%s: %s%s, %s, %.0f s%s", self.desc, self._amount(self.n), share, rate, elapsed, " (done)" if done else "")
+        left = ""
+        if self.total and 0 < self.n < self.total and not done:
+            left = f", about {elapsed * (self.total - self.n) / self.n:.0f} s left"
+        log.info("%s: %s%s, %s, %.0f s%s%s", self.desc, self._amount(self.n), share, rate, elapsed, left,
+                 " (done)" if done else "")
 
 
 def progress_bar(total: float | None, desc: str, unit: str = "B", enabled: bool = True, interval: float = 30.0):

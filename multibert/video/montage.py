@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from multibert.core.progress import progress_bar
 from multibert.video.decode import VideoDecodeError, iter_clips
-from multibert.video.progress import Progress
 from multibert.video.quantize import HierarchicalKMeans
 from multibert.video.store import read_features
 
@@ -103,7 +103,7 @@ def visual_word_montage(
             vid, i = owners[j]
             wanted.setdefault(vid, set()).add(i)
     frames: dict[tuple[str, int], np.ndarray] = {}
-    with Progress(len(wanted), "montage: decoding clips", "videos", progress, logger=log) as bar:
+    with progress_bar(len(wanted), "montage: decoding clips", unit="videos", enabled=progress) as bar:
         for vid, clip_ids in wanted.items():
             bar.update()
             source = sources.get(vid)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from multibert.video.progress import Progress
+from multibert.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class HierarchicalKMeans:
         self.centroids = []
         thin = 0
         n_fits = sum(k**level for level in range(self.depth))
-        with Progress(n_fits, f"k-means d={self.depth} k={k} on {x.size(0):,} points", "nodes", progress, logger=log) as bar:
+        with progress_bar(n_fits, f"k-means d={self.depth} k={k} on {x.size(0):,} points", unit="nodes", enabled=progress) as bar:
             for level in range(self.depth):
                 n_nodes = k**level
                 parents = self.centroids[-1].reshape(n_nodes, -1) if level else x.mean(0, keepdim=True)  # (k^l, D)
@@ -261,7 +261,7 @@ class HierarchicalKMeans:
             raise ValueError(f"expected features of shape (N, {self.feature_size}), got {tuple(x.shape)}")
         dev = x.device if device is None else resolve_device(device)
         out = torch.empty(x.size(0), dtype=torch.long)
-        with Progress(x.size(0), "assigning visual words", "rows", progress, logger=log) as bar:
+        with progress_bar(x.size(0), "assigning visual words", unit="rows", enabled=progress) as bar:
             for s in range(0, x.size(0), chunk_size):
                 chunk = x[s : s + chunk_size].to(dev, torch.float32)  # (n, D)
                 node = torch.zeros(chunk.size(0), dtype=torch.long, device=dev)

@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from multibert.core.progress import progress_bar
 from multibert.video.decode import list_videos
 from multibert.video.features import KINETICS400, build_extractor
-from multibert.video.progress import Progress
 from multibert.video.quantize import HierarchicalKMeans
 from multibert.video.store import FeatureStore, read_features
 
@@ -275,7 +275,7 @@ def tokenize_videos(
 
     # 3. words, one video at a time
     used = torch.zeros(tree.num_words, dtype=torch.bool)
-    with Progress(len(store.files), "assigning visual words", "videos", progress, logger=log) as bar:
+    with progress_bar(len(store.files), "assigning visual words", unit="videos", enabled=progress) as bar:
         for vid, feats, starts in store.iter_videos():
             words = tree.assign(feats, device=kmeans_device)
             used[words] = True
