@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 
 #: ``multibert NAME ...`` → ``"module:function"`` run through ``jsonargparse.CLI``.
 PREP_COMMANDS: dict[str, str] = {
-    "vocab": "datamodules.text.corpus:train_vocab",
+    "vocab": "datamodules.text.vocab:train_vocab",
     "text-prep": "datamodules.text.prepare:prepare_corpus",
     "export": "multibert.commands.export:export_checkpoint",
     "curves": "multibert.commands.curves:plot_curves",

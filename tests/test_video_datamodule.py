@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.video.datamodule import Example, VideoTextDataModule, collate
+from datamodules.video.datamodule import VideoTextDataModule
+from datamodules.video.examples import Example, collate
 from multibert.core.batch import IGNORE_INDEX
 from multibert.video.tokenize import tokenize_videos
 
@@ -218,7 +219,7 @@ def test_masking_is_joint_not_one_per_modality(data):
 
 
 def test_short_segments_are_merged_to_min_clips():
-    from datamodules.video.datamodule import Segment, merge_short
+    from datamodules.video.examples import Segment, merge_short
 
     def seg(n_words: int, n_text: int = 1) -> Segment:
         return Segment(0, np.arange(n_text), np.arange(n_words))

@@ -28,9 +28,15 @@ def batch(cls=TokenBatch, **extra):
 
 
 def logged(task: PretrainingTask, b) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training step's loss and what it logged; each training value is logged twice (``_step``: this rank,
+    ``_epoch``: averaged over ranks at the epoch's end), with the same value here, returned under the base name."""
     seen = {}
     task.log = lambda name, value, **kw: seen.__setitem__(name, float(value))
-    return task.shared_step(b, "train"), seen
+    loss = task.shared_step(b, "train")
+    steps = {k.removesuffix("_step"): v for k, v in seen.items() if k.endswith("_step")}
+    assert steps == {k.removesuffix("_epoch"): v for k, v in seen.items() if k.endswith("_epoch")}
+    assert len(seen) == 2 * len(steps)
+    return loss, steps
 
 
 def by_hand(task: PretrainingTask, b, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules.tokenizer import load_wordpiece
-from datamodules.video.datamodule import video_vocab
+from datamodules.video.examples import video_vocab
 from multibert.commands.zeroshot_video import (
     TEMPLATE,
     evaluate_zeroshot,

@@ -12,12 +12,9 @@ import lightning.pytorch as pl
 import numpy as np
 
 from datamodules import default_cache_dir, resolve_path
-from datamodules.text.corpus import (
-    MAX_SENTENCE_CHARS,
-    cached_vocabulary,
-    check_encoding,
-)
+from datamodules.text.corpus import MAX_SENTENCE_CHARS, check_encoding
 from datamodules.text.examples import ExampleBuilder
+from datamodules.text.vocab import cached_vocabulary
 from datamodules.tokenizer import Vocabulary
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Text corpora: finding the files, reading BERT's document format or JSONL safely, and a memory-mapped token cache.
+"""Text corpora: finding the files and reading BERT's document format or JSONL safely.
 
 Formats:
 
@@ -15,37 +15,26 @@ decode names the file, the line, the bytes and the ``encoding`` option; a NUL by
 
 Files are read in byte ranges aligned to document boundaries (:func:`shards`), so the preparation command can
 hand one large file to many workers; every document belongs to exactly one range (the one holding its first
-line). The memory-mapped path reads whole files: tokenization runs once, streaming, into ``<cache>/tokens.bin``
-(uint16 or uint32 ids) plus sentence and document offset arrays, and every later run memory-maps the result, so a
-corpus larger than RAM works and re-runs skip the work. The cache key covers the files' paths, sizes and
-modification times, the vocabulary, the casing and the reading options.
+line). The memory-mapped token cache is :mod:`datamodules.text.cache`;
+vocabulary training on a corpus is :mod:`datamodules.text.vocab`.
 """
 
 from __future__ import annotations
 
 import codecs
 import glob
-import hashlib
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
-from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from datamodules import resolve_path
-from datamodules.tokenizer import train_wordpiece
-from multibert.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
 #: Suffixes of the files a corpus directory contributes ("" for files without one, e.g. ``wiki_00``).
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".json", "")
 #: Default cap on one sentence (characters): ~2,000 WordPiece tokens, four times BERT's longest sequence.
@@ -351,204 +340,3 @@ def read_documents(
     for shard in shards(corpus_files(files)):
         for _, document in read_shard(shard, encoding, max_sentence_chars, stats, progress):
             yield document
-
-
-@dataclass
-class TokenizedCorpus:
-    """A tokenized corpus, memory-mapped.
-
-    Attributes:
-        tokens: (N,) all token ids, sentence after sentence.
-        sentence_offsets: (S + 1,) sentence s is ``tokens[sentence_offsets[s]:sentence_offsets[s + 1]]``.
-        document_offsets: (D + 1,) document d is sentences ``document_offsets[d]:document_offsets[d + 1]``.
-    """
-
-    tokens: np.ndarray
-    sentence_offsets: np.ndarray
-    document_offsets: np.ndarray
-
-    @property
-    def num_documents(self) -> int:
-        return len(self.document_offsets) - 1
-
-    @property
-    def sentence_lengths(self) -> np.ndarray:
-        return np.diff(self.sentence_offsets)
-
-    def sentence(self, s: int) -> np.ndarray:
-        return self.tokens[self.sentence_offsets[s] : self.sentence_offsets[s + 1]]
-
-
-def file_fingerprint(files: Iterable[Path]) -> list[list]:
-    """``[path, size, mtime_ns]`` per file: what decides whether a cache or a prepared dataset is stale."""
-    out = []
-    for p in files:
-        st = p.stat()
-        out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
-    return out
-
-
-def cache_key(
-    files: Corpus, vocab_file: str | Path, lowercase: bool, encoding: str = "utf-8",
-    max_sentence_chars: int = MAX_SENTENCE_CHARS,
-) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{lowercase}|{encoding}|{max_sentence_chars}".encode())
-    h.update(json.dumps(file_fingerprint(corpus_files(files))).encode())
-    h.update(Path(vocab_file).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def tokenize_corpus(
-    files: Corpus,
-    tokenizer,
-    out_dir: str | Path,
-    batch_sentences: int = 4096,
-    progress: bool = True,
-    encoding: str = "utf-8",
-    max_sentence_chars: int = MAX_SENTENCE_CHARS,
-) -> Path:
-    """Tokenize ``files`` into ``out_dir`` (written to a temporary folder, then renamed: safe to interrupt)."""
-    files = corpus_files(files)
-    out_dir = Path(out_dir)
-    if (out_dir / "meta.json").is_file():
-        return out_dir
-    vocab_size = tokenizer.get_vocab_size()
-    dtype = np.uint16 if vocab_size < 2**16 else np.uint32
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
-    sentence_offsets = array("q", [0])
-    document_offsets = array("q", [0])
-    stats = ReadStats()
-    bar = progress_bar(sum(p.stat().st_size for p in files), "tokenizing corpus", enabled=progress)
-    pending: list[str] = []
-    pending_docs: list[int] = []  # number of sentences of each pending document
-
-    with open(tmp / "tokens.bin", "wb") as out:
-
-        def flush() -> None:
-            if not pending:
-                return
-            encodings = tokenizer.encode_batch(pending, add_special_tokens=False)
-            i = 0
-            for n in pending_docs:
-                kept = 0
-                for text, enc in zip(pending[i : i + n], encodings[i : i + n]):
-                    if not enc.ids:
-                        stats.empty_sentences += 1
-                        stats.empty_chars += len(text)
-                        continue
-                    out.write(np.asarray(enc.ids, dtype=dtype).tobytes())
-                    sentence_offsets.append(sentence_offsets[-1] + len(enc.ids))
-                    kept += 1
-                i += n
-                if kept:
-                    document_offsets.append(document_offsets[-1] + kept)
-            pending.clear()
-            pending_docs.clear()
-
-        try:
-            for document in read_documents(files, bar, encoding, max_sentence_chars, stats):
-                pending.extend(document)
-                pending_docs.append(len(document))
-                if len(pending) >= batch_sentences:
-                    flush()
-            flush()
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        finally:
-            bar.close()
-    what = ", ".join(str(p) for p in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-    stats.report(f"corpus {what}")
-    if len(sentence_offsets) == 1:
-        shutil.rmtree(tmp)
-        raise ValueError(f"corpus {what} contains no sentences")
-    np.save(tmp / "sentence_offsets.npy", np.frombuffer(sentence_offsets, dtype=np.int64))
-    np.save(tmp / "document_offsets.npy", np.frombuffer(document_offsets, dtype=np.int64))
-    meta = {
-        "files": [str(p) for p in files],
-        "dtype": np.dtype(dtype).name,
-        "tokens": int(sentence_offsets[-1]),
-        "sentences": len(sentence_offsets) - 1,
-        "documents": len(document_offsets) - 1,
-        "skipped_empty_sentences": stats.empty_sentences,
-        "cut_sentences": stats.cut_sentences,
-        "cut_chars": stats.cut_chars,
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:  # another rank finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("tokenized %s", meta)
-    return out_dir
-
-
-def open_tokenized(directory: str | Path) -> TokenizedCorpus:
-    directory = Path(directory)
-    meta = json.loads((directory / "meta.json").read_text())
-    return TokenizedCorpus(
-        np.memmap(directory / "tokens.bin", dtype=meta["dtype"], mode="r"),
-        np.load(directory / "sentence_offsets.npy", mmap_mode="r"),
-        np.load(directory / "document_offsets.npy", mmap_mode="r"),
-    )
-
-
-def iter_corpus_text(
-    files: Corpus, encoding: str = "utf-8", max_sentence_chars: int = MAX_SENTENCE_CHARS, progress: bool = True
-) -> Iterator[str]:
-    """Every sentence of the corpus, for vocabulary training, with progress (log lines when not on a terminal)."""
-    files = corpus_files(files)
-    bar = progress_bar(sum(p.stat().st_size for p in files), "reading corpus for the vocabulary", enabled=progress)
-    try:
-        for document in read_documents(files, bar, encoding, max_sentence_chars):
-            yield from document
-    finally:
-        bar.close()
-    log.info("corpus read; computing the WordPiece vocabulary")
-
-
-def cached_vocabulary(
-    files: list[Path],
-    vocab_size: int,
-    lowercase: bool,
-    cache_dir: Path,
-    encoding: str = "utf-8",
-    max_sentence_chars: int = MAX_SENTENCE_CHARS,
-) -> Path:
-    """A WordPiece vocabulary trained on ``files``, cached under ``cache_dir/vocab/<key>/vocab.txt`` (the key covers
-    the files' paths, sizes and modification times and the settings); trained on the first call only."""
-    h = hashlib.sha1(f"{vocab_size}|{lowercase}|{encoding}|{max_sentence_chars}".encode())
-    for path, size, mtime in file_fingerprint(files):
-        h.update(f"|{path}|{size}|{mtime}".encode())
-    path = Path(cache_dir) / "vocab" / h.hexdigest()[:16] / "vocab.txt"
-    if not path.is_file():
-        log.info("training a %d-token WordPiece vocabulary on %d corpus files", vocab_size, len(files))
-        train_wordpiece(iter_corpus_text(files, encoding, max_sentence_chars), vocab_size, path, lowercase)
-    return path
-
-
-def train_vocab(
-    *,
-    corpus: str | list[str],
-    out: str,
-    vocab_size: int = 30522,
-    lowercase: bool = True,
-    min_frequency: int = 2,
-    encoding: str = "utf-8",
-) -> None:
-    """Train a WordPiece vocabulary on a corpus (``multibert vocab``).
-
-    Args:
-        corpus: corpus files, directories or glob patterns: plain text (one sentence per line, blank line between
-            documents) or JSONL with a ``text`` field.
-        out: where to write ``vocab.txt``.
-        vocab_size: target vocabulary size (special tokens included).
-        lowercase: lower-case and strip accents (uncased BERT).
-        min_frequency: minimum count of a merge.
-        encoding: the files' text encoding (utf-8, latin-1, cp1252, ...).
-    """
-    texts = iter_corpus_text(corpus, check_encoding(encoding))
-    path = train_wordpiece(texts, vocab_size, out, lowercase, min_frequency)
-    size = len(Path(path).read_text(encoding="utf-8").splitlines())
-    print(f"wrote {size} tokens to {path}")

@@ -28,13 +28,8 @@ from torchdata.stateful_dataloader import StatefulDataLoader as DataLoader
 
 from datamodules.sampling import EpochSampler
 from datamodules.text.base import TextDataModuleBase
-from datamodules.text.corpus import (
-    TokenizedCorpus,
-    cache_key,
-    corpus_files,
-    open_tokenized,
-    tokenize_corpus,
-)
+from datamodules.text.cache import TokenizedCorpus, cache_key, open_tokenized, tokenize_corpus
+from datamodules.text.corpus import corpus_files
 from datamodules.text.examples import (
     ExampleBuilder,
     collate_tokens,

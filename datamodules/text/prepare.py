@@ -9,7 +9,8 @@ the memory-mapped path plans it (:func:`~datamodules.text.examples.plan_document
     {"tokens": (n,) uint16/uint32, "sentences": (s,) int32 sentence lengths, "next": (m,) the document's next
      sentences (only for a one-sentence chunk: its true continuation), "doc": int64 document key, "target": int}
 
-Documents go to ``train/`` or ``val/`` by a seeded draw on their key (so the validation share is
+Documents go to ``train/`` or ``val/`` by a seeded draw on their key (a hash of the document's text, so the split
+does not change when the corpus moves; the validation share is
 ``val_fraction`` in expectation; each split is one pass of the workers over the text, tokenizing only its own
 documents). ``multibert.json`` beside them records the vocabulary, the casing, the settings, the input files'
 fingerprint and what was cut; it is written last, so a rerun of the same inputs and settings is skipped, a changed
@@ -17,6 +18,9 @@ input is reported, and an interrupted preparation is redone. The output may be a
 URL (``s3://bucket/corpus``; litdata uploads the chunks; tested with local folders only).
 
 The streaming datamodule that reads the result is :class:`datamodules.text.streaming.TextStreamingDataModule`.
+This module is longer than most (~440 lines) on purpose: the preparation is one pipeline (settings → shards →
+workers → items → record and rerun check) that reads best in one place; the reading and the chunk plan it shares
+with the memory-mapped path live in :mod:`~datamodules.text.corpus` and :mod:`~datamodules.text.examples`.
 """
 
 from __future__ import annotations
@@ -38,19 +42,19 @@ import numpy as np
 from litdata import optimize
 
 from datamodules import resolve_path
+from datamodules.text.cache import file_fingerprint
 from datamodules.text.corpus import (
     MAX_SENTENCE_CHARS,
     CorpusError,
     ReadStats,
     Shard,
-    cached_vocabulary,
     check_encoding,
     corpus_files,
-    file_fingerprint,
     read_shard,
     shards,
 )
 from datamodules.text.examples import plan_document, take_sentences
+from datamodules.text.vocab import cached_vocabulary
 from datamodules.tokenizer import Vocabulary, load_wordpiece
 from multibert.core.progress import progress_bar
 

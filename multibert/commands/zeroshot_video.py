@@ -32,7 +32,7 @@ import torch
 
 from datamodules import resolve_path
 from datamodules.tokenizer import load_wordpiece
-from datamodules.video.datamodule import (
+from datamodules.video.examples import (
     Example,
     VideoVocab,
     collate,
