@@ -66,33 +66,15 @@ class ConllDataModule(FinetuneDataModule):
         train_file, val_file, test_file, predict_file: CoNLL files (``predict_file``: one word per line, tags
             optional and ignored).
         labels: a fixed tag vocabulary; by default the training split's tags.
-        vocab_file, train_vocab_size, lowercase, max_seq_length, batch_size, num_workers, predictions_out,
-            seed, cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule`.
+        **kwargs: the files and settings of :class:`~datamodules.finetune.base.FinetuneDataModule` (``vocab_file``,
+            ``train_vocab_size``, ``lowercase``, ``max_seq_length``, ``batch_size``, ``num_workers``, ``predictions_out``,
+            ``seed``, ``cache_dir``).
     """
 
     model_links: ClassVar[dict[str, str]] = {"vocab_size": "config.vocab_size", "labels": "labels"}
 
-    def __init__(
-        self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
-        labels: list[str] | None = None,
-        vocab_file: str | None = None,
-        train_vocab_size: int = 8000,
-        lowercase: bool = True,
-        max_seq_length: int = 128,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        predictions_out: str | None = None,
-        seed: int = 42,
-        cache_dir: str | None = None,
-    ) -> None:
-        super().__init__(
-            train_file, val_file, test_file, predict_file, vocab_file, train_vocab_size, lowercase,
-            max_seq_length, batch_size, num_workers, predictions_out, seed, cache_dir,
-        )
+    def __init__(self, labels: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.keep_labels(labels, "tag")
         # the tag vocabulary is a model link: kept out of the data's hyperparameters (see LabelledTextDataModule)
         self.save_hyperparameters(ignore=["labels"])

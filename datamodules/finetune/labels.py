@@ -152,8 +152,9 @@ class LabelledTextDataModule(FinetuneDataModule):
         long_documents: ``truncate`` (first window only) or ``windows`` (sliding windows, pooled by the model).
         window_stride: tokens between the starts of consecutive windows (default: no overlap).
         max_windows: at most this many windows per document.
-        vocab_file, train_vocab_size, lowercase, max_seq_length, batch_size, num_workers, predictions_out,
-            seed, cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule`.
+        **kwargs: the files and settings of :class:`~datamodules.finetune.base.FinetuneDataModule` (``vocab_file``,
+            ``train_vocab_size``, ``lowercase``, ``max_seq_length``, ``batch_size``, ``num_workers``, ``predictions_out``,
+            ``seed``, ``cache_dir``).
     """
 
     model_links: ClassVar[dict[str, str]] = {
@@ -164,10 +165,6 @@ class LabelledTextDataModule(FinetuneDataModule):
 
     def __init__(
         self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
         text_field: str = "text",
         label_field: str = "label",
         text_pair_field: str | None = None,
@@ -178,15 +175,7 @@ class LabelledTextDataModule(FinetuneDataModule):
         long_documents: Literal["truncate", "windows"] = "truncate",
         window_stride: int | None = None,
         max_windows: int = 8,
-        vocab_file: str | None = None,
-        train_vocab_size: int = 8000,
-        lowercase: bool = True,
-        max_seq_length: int = 128,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        predictions_out: str | None = None,
-        seed: int = 42,
-        cache_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
         self.fields = dict(
             text_field=text_field, label_field=label_field, text_pair_field=text_pair_field, id_field=id_field,
@@ -196,13 +185,10 @@ class LabelledTextDataModule(FinetuneDataModule):
             raise ValueError(f"data.long_documents={long_documents!r}; expected 'truncate' or 'windows'")
         if long_documents == "windows" and text_pair_field:
             raise ValueError("sliding windows are for single texts; use long_documents='truncate' with text pairs")
-        super().__init__(
-            train_file, val_file, test_file, predict_file, vocab_file, train_vocab_size, lowercase,
-            max_seq_length, batch_size, num_workers, predictions_out, seed, cache_dir,
-        )
+        super().__init__(**kwargs)
         self.multi_label = multi_label
         self.long_documents = long_documents
-        self.window_length = max_seq_length - 2
+        self.window_length = self.max_seq_length - 2
         self.window_stride = window_stride or self.window_length
         if not 0 < self.window_stride <= self.window_length:
             raise ValueError(f"data.window_stride={window_stride} must be in [1, max_seq_length - 2 = {self.window_length}]")

@@ -84,8 +84,9 @@ class SquadDataModule(FinetuneDataModule):
         max_query_length: question tokens kept (BERT: 64).
         version_2_with_negative: questions may have no answer (predict "" when the ``[CLS]`` span wins); by
             default true when the training file says ``"version": "v2.0"`` or has an unanswerable question.
-        vocab_file, train_vocab_size, lowercase, max_seq_length, batch_size, num_workers, predictions_out,
-            seed, cache_dir: see :class:`~datamodules.finetune.base.FinetuneDataModule` (``batch_size`` counts questions).
+        **kwargs: the files and settings of :class:`~datamodules.finetune.base.FinetuneDataModule` (``vocab_file``,
+            ``train_vocab_size``, ``lowercase``, ``max_seq_length``, ``batch_size``, ``num_workers``, ``predictions_out``,
+            ``seed``, ``cache_dir``).(``batch_size`` counts questions).
     """
 
     model_links: ClassVar[dict[str, str]] = {
@@ -95,27 +96,13 @@ class SquadDataModule(FinetuneDataModule):
 
     def __init__(
         self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
         doc_stride: int = 128,
         max_query_length: int = 64,
         version_2_with_negative: bool | None = None,
-        vocab_file: str | None = None,
-        train_vocab_size: int = 8000,
-        lowercase: bool = True,
         max_seq_length: int = 384,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        predictions_out: str | None = None,
-        seed: int = 42,
-        cache_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train_file, val_file, test_file, predict_file, vocab_file, train_vocab_size, lowercase,
-            max_seq_length, batch_size, num_workers, predictions_out, seed, cache_dir,
-        )
+        super().__init__(max_seq_length=max_seq_length, **kwargs)
         if max_query_length + 3 >= max_seq_length:
             raise ValueError(f"data.max_query_length={max_query_length} leaves no room for context in {max_seq_length} tokens")
         if not 0 < doc_stride:
