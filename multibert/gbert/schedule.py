@@ -5,8 +5,8 @@ previous stage's best-on-validation weights.
 A schedule is a list of :class:`Stage` in ``data.stages`` (the datamodule builds each epoch's loader from it and
 links the list to the task's ``stages``), run as one ``multibert fit``:
 
-- every epoch belongs to one stage, whose task (``pretrain`` visits or ``recommend`` patients), batch size and
-  learning rate it trains with; validation after every epoch scores both tasks;
+- every epoch belongs to one stage, whose task (``pretrain`` visits or ``recommend`` patients), batch size,
+  learning rate and frozen parameters it trains with; validation after every epoch scores both tasks;
 - at the first epoch of every stage after the first, :class:`StageSchedule` puts back the weights of the previous
   stage's best validation epoch (``restore_best``; by ``val/rx2rx_prauc`` after pretraining, as the authors do, by
   ``val/prauc`` after fine-tuning), then starts a fresh optimiser and learning-rate schedule;
@@ -42,12 +42,15 @@ class Stage:
         epochs: epochs of this stage.
         batch_size: visits (pretrain) or patients (recommend) per batch; ``None``: ``data.batch_size``.
         lr: this stage's learning rate; ``None``: the optimiser's configured one.
+        freeze: parameter-name prefixes kept fixed during this stage (besides the task's own ``freeze``), e.g.
+            ``[encoder.adapter.dx, encoder.adapter.rx]``: the ontology embeddings that pretraining learned.
     """
 
     task: Literal["pretrain", "recommend"]
     epochs: int
     batch_size: int | None = None
     lr: float | None = None
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in STAGE_MONITOR:
@@ -58,7 +61,7 @@ class Stage:
 
 def as_stages(stages: Sequence[Stage | dict[str, Any]] | None) -> list[Stage]:
     """Stages from :class:`Stage` objects or their dicts (as a checkpoint's hyperparameters hold them)."""
-    return [s if isinstance(s, Stage) else Stage(**s) for s in stages or ()]
+    return [s if isinstance(s, Stage) else Stage(**{**s, "freeze": tuple(s.get("freeze") or ())}) for s in stages or ()]
 
 
 def stage_at(stages: Sequence[Stage], epoch: int) -> tuple[int, Stage]:

@@ -242,6 +242,8 @@ class GBertRecommendTask(GBertPretrainTask):
         run, or with stages over the current stage's steps at the stage's learning rate (:class:`StageSchedule`
         calls this again when a stage starts)."""
         stage = stage_at(self.stages, self.trainer.current_epoch)[1] if self.stages else None
+        if stage is not None:
+            self.freeze_for(stage)
         optimizer = self.optimizer_factory(parameter_groups(self))
         if stage is not None and stage.lr is not None:
             for group in optimizer.param_groups:
@@ -260,6 +262,15 @@ class GBertRecommendTask(GBertPretrainTask):
             steps = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches) * stage.epochs
         scheduler = build_scheduler(self.scheduler_factory, optimizer, steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def freeze_for(self, stage: Stage) -> None:
+        """Train every parameter but those the task's ``freeze`` or the stage's ``freeze`` names."""
+        prefixes = tuple(self.hparams.get("freeze") or ()) + stage.freeze
+        for prefix in stage.freeze:
+            if not any(n.startswith(prefix) for n, _ in self.named_parameters()):
+                raise ValueError(f"stage freeze {prefix!r} matches no parameter; names look like encoder.adapter.dx.nodes")
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(not name.startswith(prefixes))
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """Write predictions; with stages, the restarts at stage boundaries. (The checkpoint callback is the
