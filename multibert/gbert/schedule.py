@@ -6,7 +6,8 @@ A schedule is a list of :class:`Stage` in ``data.stages`` (the datamodule builds
 links the list to the task's ``stages``), run as one ``multibert fit``:
 
 - every epoch belongs to one stage, whose task (``pretrain`` visits or ``recommend`` patients), batch size,
-  learning rate and frozen parameters it trains with; validation after every epoch scores both tasks;
+  learning rate (constant, or the task's schedule over the stage's steps) and frozen parameters it trains with;
+  validation after every epoch scores both tasks;
 - at the first epoch of every stage after the first, :class:`StageSchedule` puts back the weights of the previous
   stage's best validation epoch (``restore_best``; by ``val/rx2rx_prauc`` after pretraining, as the authors do, by
   ``val/prauc`` after fine-tuning), then starts a fresh optimiser and learning-rate schedule;
@@ -44,6 +45,7 @@ class Stage:
         lr: this stage's learning rate; ``None``: the optimiser's configured one.
         freeze: parameter-name prefixes kept fixed during this stage (besides the task's own ``freeze``), e.g.
             ``[encoder.adapter.dx, encoder.adapter.rx]``: the ontology embeddings that pretraining learned.
+        constant_lr: train this stage at a constant learning rate instead of the task's ``lr_scheduler``.
     """
 
     task: Literal["pretrain", "recommend"]
@@ -51,6 +53,7 @@ class Stage:
     batch_size: int | None = None
     lr: float | None = None
     freeze: tuple[str, ...] = ()
+    constant_lr: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in STAGE_MONITOR:

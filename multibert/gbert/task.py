@@ -40,7 +40,7 @@ from multibert.gbert.ddi import DDIRate, load_ddi
 from multibert.gbert.heads import MedicationHead, PretrainHeads, PretrainLogits
 from multibert.gbert.losses import pretrain_loss
 from multibert.gbert.metrics import average_precision, f1, jaccard
-from multibert.gbert.schedule import Stage, StageSchedule, as_stages, stage_at
+from multibert.gbert.schedule import Stage, StageSchedule, as_stages
 from multibert.gbert.writer import RecommendationWriter
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ class GBertRecommendTask(GBertPretrainTask):
             raise ValueError(f"threshold={threshold} must lie strictly between 0 and 1")
         super().__init__(config, adapter, **kwargs)
         self.stages = as_stages(stages)
+        self._schedule = StageSchedule(self.stages, restore_best)  # replaced by the one configure_callbacks hands out
         self.hparams["stages"] = [dataclasses.asdict(s) for s in self.stages] or None  # plain values in checkpoints
         self.medication_head = MedicationHead(self.config, len(self.rx_codes))
         names = ("jaccard", "prauc", "f1")
@@ -227,7 +228,7 @@ class GBertRecommendTask(GBertPretrainTask):
         first) and the probability of every code above the threshold."""
         probs = torch.sigmoid(self(batch).float()).cpu()  # (Nt, Vr)
         records = []
-        for subject, hadm, p in zip(batch.subject_id.tolist(), batch.hadm_id.tolist(), probs):
+        for subject, hadm, p in zip(batch.subject_id.tolist(), batch.hadm_id.tolist(), probs, strict=True):
             chosen = torch.nonzero(p >= self.hparams.threshold).flatten()
             chosen = chosen[p[chosen].argsort(descending=True)]
             records.append({
@@ -241,14 +242,14 @@ class GBertRecommendTask(GBertPretrainTask):
         """The configured optimiser over BERT's parameter groups and the schedule stepped every step: over the whole
         run, or with stages over the current stage's steps at the stage's learning rate (:class:`StageSchedule`
         calls this again when a stage starts)."""
-        stage = stage_at(self.stages, self.trainer.current_epoch)[1] if self.stages else None
+        stage = self.stages[self._schedule.stage] if self.stages else None  # resumed: the checkpoint's stage
         if stage is not None:
             self.freeze_for(stage)
         optimizer = self.optimizer_factory(parameter_groups(self))
         if stage is not None and stage.lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = stage.lr
-        if self.scheduler_factory is None:
+        if self.scheduler_factory is None or (stage is not None and stage.constant_lr):
             return optimizer
         if self.trainer.ckpt_path is not None and self.trainer.train_dataloader is None:
             # resuming: the checkpoint restores the schedule's state, its length included. Estimating the length
@@ -278,5 +279,6 @@ class GBertRecommendTask(GBertPretrainTask):
         ``--ckpt_path last`` resumes from.)"""
         callbacks: list[pl.Callback] = [RecommendationWriter()]
         if self.stages:
-            callbacks.append(StageSchedule(self.stages, self.hparams.restore_best))
+            self._schedule = StageSchedule(self.stages, self.hparams.restore_best)
+            callbacks.append(self._schedule)
         return callbacks
