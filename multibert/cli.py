@@ -85,6 +85,7 @@ PREP_COMMANDS: dict[str, str] = {
     "augment": "multibert.commands.augment:augment_file",
     "gbert-prep": "datamodules.ehr.tables:prepare_ehr",
     "gbert-map": "multibert.commands.gbert_map:plot_code_map",
+    "gbert-report": "multibert.commands.gbert_report:gbert_report",
     "make-synthetic-videos": "datamodules.video.synthetic:make_synthetic_videos",
     "tokenize-video": "multibert.video.tokenize:tokenize_video_command",
     "zeroshot-video": "multibert.commands.zeroshot_video:zeroshot_video",

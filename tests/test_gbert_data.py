@@ -126,7 +126,7 @@ def test_seeded_split_and_pretraining_masks() -> None:
     batch = PretrainCollator(nd, nr)(items)
     ids = batch.visits.input_ids
     B = len(items)
-    originals = [np.concatenate([[1], d]) for d, _ in items] + [np.concatenate([[1], r]) for _, r in items]
+    originals = [np.concatenate([[1], d]) for d, _, _ in items] + [np.concatenate([[1], r]) for _, r, _ in items]
     changed = masked = 0
     for row, orig in enumerate(originals):
         seq = ids[row, : len(orig)].numpy()
@@ -143,8 +143,8 @@ def test_seeded_split_and_pretraining_masks() -> None:
     train_visits = dm.table.SUBJECT_ID.isin(dm.splits["train"]).sum()
     assert len(dm.dataset("pretrain", "train")) == train_visits
     # labels are the full, unmasked sets
-    assert batch.dx_labels.sum().item() == sum(len(d) for d, _ in items)
-    assert batch.rx_labels.sum().item() == sum(len(r) for _, r in items)
+    assert batch.dx_labels.sum().item() == sum(len(d) for d, _, _ in items)
+    assert batch.rx_labels.sum().item() == sum(len(r) for _, r, _ in items)
 
 
 def run_cli(*args: str) -> str:
@@ -161,7 +161,9 @@ def test_cli_pretrain_finetune_test_predict(tmp_path: Path, monkeypatch: pytest.
                "--trainer.max_epochs=1"]
     run_cli("fit", "-c", str(CONFIGS / "tiny_pretrain.yaml"), *trainer, "--trainer.default_root_dir=pre")
     pre = next(Path("pre").rglob("*.ckpt"))
-    run_cli("fit", "-c", str(CONFIGS / "tiny.yaml"), *trainer, "--trainer.default_root_dir=fine", f"--model.init_from={pre}")
+    best_checkpoint = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.monitor=val/prauc",
+                       "--trainer.callbacks.mode=max", "--trainer.callbacks.filename=best-{epoch}"]
+    run_cli("fit", "-c", str(CONFIGS / "tiny.yaml"), *trainer, *best_checkpoint, "--trainer.default_root_dir=fine", f"--model.init_from={pre}")
     best = next(Path("fine").rglob("best-*.ckpt"))
     rx = EHRDataModule(synthetic_patients=200).rx_codes
     Path("ddi.csv").write_text("".join(f"{a},{b}\n" for a, b in zip(rx[::2], rx[1::2])))

@@ -25,6 +25,7 @@ and tests.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections import Counter
@@ -36,13 +37,16 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
+from datamodules.ehr.loaders import RoundLoader, stateful_loader
 from datamodules.ehr.synthetic import generate_cohort
 from datamodules.ehr.tables import DX, RX, read_admissions, read_split_ids, split_patients
 from datamodules.masking import mask_tokens
 from multibert.core.batch import TokenBatch
 from multibert.gbert.batch import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, GBertPretrainBatch, GBertRecommendBatch
+from multibert.gbert.schedule import Stage, as_stages, stage_at
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +85,12 @@ class VisitDataset(Dataset):
     def __len__(self) -> int:
         return len(self.visits)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.visits[i]
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """``key``: (epoch, index) from :class:`~datamodules.sampling.EpochSampler` (an index means epoch 0);
+        the visit's masks are drawn from it."""
+        key = (0, key) if isinstance(key, int) else key
+        dx, rx = self.visits[key[1]]
+        return dx, rx, key
 
 
 class PatientDataset(Dataset):
@@ -94,8 +102,8 @@ class PatientDataset(Dataset):
     def __len__(self) -> int:
         return len(self.patients)
 
-    def __getitem__(self, i: int):
-        return self.patients[i]
+    def __getitem__(self, key: int | tuple[int, int]):
+        return self.patients[key if isinstance(key, int) else key[1]]
 
 
 @dataclass
@@ -105,14 +113,15 @@ class PretrainCollator:
     num_dx: int
     num_rx: int
     mask_prob: float = 0.15
+    seed: int = 0
 
-    def __call__(self, items: list[tuple[np.ndarray, np.ndarray]]) -> GBertPretrainBatch:
-        # a fresh generator per batch from torch's RNG: seeded by Lightning, distinct per worker and per epoch
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+    def __call__(self, items: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]) -> GBertPretrainBatch:
         dx_range = np.arange(NUM_SPECIAL, NUM_SPECIAL + self.num_dx)
         rx_range = np.arange(NUM_SPECIAL + self.num_dx, NUM_SPECIAL + self.num_dx + self.num_rx)
         masked_dx, masked_rx = [], []
-        for dx, rx in items:
+        for dx, rx, (epoch, index) in items:
+            # a visit's masks are a function of (seed, epoch, visit): the same in a resumed run, whatever the batch
+            rng = np.random.default_rng([self.seed, epoch, index])
             for codes, pool, out in ((dx, dx_range, masked_dx), (rx, rx_range, masked_rx)):
                 ids, _ = mask_tokens(
                     codes, rng, mask_token_id=MASK_ID, maskable=np.ones(len(codes), bool),
@@ -121,8 +130,8 @@ class PretrainCollator:
                 out.append(ids)
         return GBertPretrainBatch(
             _visit_tokens(masked_dx, masked_rx),
-            _multi_hot([d for d, _ in items], NUM_SPECIAL, self.num_dx),
-            _multi_hot([r for _, r in items], NUM_SPECIAL + self.num_dx, self.num_rx),
+            _multi_hot([d for d, _, _ in items], NUM_SPECIAL, self.num_dx),
+            _multi_hot([r for _, r, _ in items], NUM_SPECIAL + self.num_dx, self.num_rx),
         )
 
 
@@ -156,28 +165,6 @@ class RecommendCollator:
         )
 
 
-class RoundLoader:
-    """One round of G-BERT's alternating schedule: full passes over each loader in turn (pretraining visits, then
-    recommendation patients), yielding both batch types; one round is one Lightning epoch.
-
-    (Lightning's ``CombinedLoader(mode="sequential")`` would do this but is refused by the fit loop.)
-    """
-
-    def __init__(self, loaders: list[DataLoader]) -> None:
-        self.loaders = loaders
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return sum(len(loader) for loader in self.loaders)
-
-    def __iter__(self):
-        for i, loader in enumerate(self.loaders):
-            if isinstance(loader.sampler, DistributedSampler):
-                loader.sampler.set_epoch(self.epoch * len(self.loaders) + i)
-            yield from loader
-        self.epoch += 1
-
-
 @functools.lru_cache(maxsize=4)
 def _synthetic_cohort(num_patients: int, seed: int) -> pd.DataFrame:
     """The synthetic cohort, drawn once per process for each size and seed (it is deterministic; nothing below
@@ -200,6 +187,10 @@ class EHRDataModule(pl.LightningDataModule):
         alternate: ``(pretrain_epochs, finetune_epochs)`` for G-BERT's alternating schedule: with task
             ``recommend``, each training round (one Lightning epoch) runs this many passes over the pretraining
             visits and then over the training patients; validation follows each round.
+        stages: a staged schedule (:mod:`multibert.gbert.schedule`; the authors' one is
+            ``configs/gbert/authors.yaml``): each epoch trains on its stage's task and batch size, and validation
+            scores both tasks; needs task ``recommend`` and ``trainer.reload_dataloaders_every_n_epochs: 1``. Linked
+            to the task, which restarts its optimiser at every stage.
         max_codes: longest code list kept per visit (the rest is dropped and counted); ``None`` keeps all.
         mask_prob: share of codes masked in pretraining.
         seed: seed of the patient split when no split files are found.
@@ -217,7 +208,7 @@ class EHRDataModule(pl.LightningDataModule):
     #: Data-decided model arguments (see :mod:`multibert.cli`).
     model_links: ClassVar[dict[str, str]] = {
         "dx_codes": "adapter.init_args.dx_codes", "rx_codes": "adapter.init_args.rx_codes",
-        "vocab_size": "config.vocab_size", "ddi_path": "ddi_path",
+        "vocab_size": "config.vocab_size", "ddi_path": "ddi_path", "stages": "stages",
     }
 
     def __init__(
@@ -228,6 +219,7 @@ class EHRDataModule(pl.LightningDataModule):
         task: Literal["pretrain", "recommend"] = "recommend",
         batch_size: int = 64,
         alternate: tuple[int, int] | None = None,
+        stages: list[Stage] | None = None,
         max_codes: int | None = None,
         mask_prob: float = 0.15,
         seed: int = 1203,
@@ -244,7 +236,12 @@ class EHRDataModule(pl.LightningDataModule):
             raise ValueError(f"task={task!r}: choose 'pretrain' or 'recommend'")
         if alternate is not None and (task != "recommend" or min(alternate) < 0 or sum(alternate) == 0):
             raise ValueError(f"alternate={alternate}: needs task='recommend' and two non-negative epoch counts")
+        if stages and (task != "recommend" or alternate is not None):
+            raise ValueError("data.stages needs data.task='recommend' and no data.alternate (the stages replace it)")
+        #: the staged schedule, as plain values (the task receives it through model_links), or None
+        self.stages = [dataclasses.asdict(s) for s in as_stages(stages)] or None
         self.save_hyperparameters()
+        self.hparams["stages"] = self.stages  # checkpoints hold plain values (they load with weights_only)
         self.predict_output = predict_output
         for name, given in (("path", path), ("predict_path", predict_path), ("ddi_path", ddi_path),
                             *((f"pretrain_paths[{i}]", p) for i, p in enumerate(pretrain_paths or []))):
@@ -389,39 +386,46 @@ class EHRDataModule(pl.LightningDataModule):
                 self._datasets[key] = PatientDataset(multi)
         return self._datasets[key]
 
-    def _loader(self, kind: Literal["pretrain", "recommend"], split: str, shuffle: bool, shard: bool = False) -> DataLoader:
+    def _loader(
+        self, kind: Literal["pretrain", "recommend"], split: str, shuffle: bool, batch_size: int | None = None,
+    ) -> StatefulDataLoader:
         n_dx, n_rx = len(self.dx_codes), len(self.rx_codes)
-        collate = PretrainCollator(n_dx, n_rx, self.hparams.mask_prob) if kind == "pretrain" else RecommendCollator(n_dx, n_rx)
-        dataset = self.dataset(kind, split)
-        sampler = None
-        if shard and self.trainer is not None and self.trainer.world_size > 1:
-            # Lightning shards only the DataLoaders it is handed; the ones inside a round are sharded here
-            sampler = DistributedSampler(dataset, self.trainer.world_size, self.trainer.global_rank, shuffle=shuffle, seed=self.hparams.seed)
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+        seed = self.hparams.seed
+        collate = PretrainCollator(n_dx, n_rx, self.hparams.mask_prob, seed) if kind == "pretrain" else RecommendCollator(n_dx, n_rx)
+        # sharded here under DDP: Lightning keeps a DistributedSampler it is given (and never sees a round's loaders)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        return stateful_loader(
+            self.dataset(kind, split), batch_size or self.hparams.batch_size, collate, shuffle, seed, world, rank,
+            self.hparams.num_workers,
         )
 
     # ----------------------------------------------------------------------------------------- loaders
-    def train_dataloader(self):
+    def train_dataloader(self) -> StatefulDataLoader | RoundLoader:
+        if self.stages:
+            return self._stage_loader()
         if self.hparams.alternate is None:
             return self._loader(self.hparams.task, "train", shuffle=True)
         pre, fine = self.hparams.alternate
-        return RoundLoader(
-            [self._loader("pretrain", "train", True, shard=True)] * pre
-            + [self._loader("recommend", "train", True, shard=True)] * fine
-        )
+        return RoundLoader([self._loader("pretrain", "train", True)] * pre + [self._loader("recommend", "train", True)] * fine)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.hparams.task, "val", shuffle=False)
+    def _stage_loader(self) -> StatefulDataLoader:
+        """The training loader of the current epoch's stage (built anew every epoch)."""
+        if self.trainer is not None and self.trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ValueError(
+                "data.stages gives each stage its own loader: set trainer.reload_dataloaders_every_n_epochs: 1 "
+                f"(it is {self.trainer.reload_dataloaders_every_n_epochs})"
+            )
+        _, stage = stage_at(as_stages(self.stages), self.trainer.current_epoch if self.trainer is not None else 0)
+        return self._loader(stage.task, "train", shuffle=True, batch_size=stage.batch_size)
 
-    def test_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader | list[StatefulDataLoader]:
+        recommend = self._loader(self.hparams.task, "val", shuffle=False)
+        if self.stages and any(s["task"] == "pretrain" for s in self.stages):
+            return [recommend, self._loader("pretrain", "val", shuffle=False)]  # each stage's best is scored by its task
+        return recommend
+
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader(self.hparams.task, "test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> StatefulDataLoader:
         return self._loader("recommend", "predict", shuffle=False)

@@ -279,15 +279,19 @@ class EncoderTask(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.shared_step(batch, "test")
 
-    def log_metric(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
+    def log_metric(
+        self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False, add_dataloader_idx: bool = True,
+    ) -> None:
         """Log ``stage/...`` the one way every task does: epoch means averaged over ranks under DDP; training also
         logs ``NAME_step``, this rank's value, with no collective per step (a rank whose batch lacks an objective's
-        labels logs nothing for it at that step, and a per-step all-reduce would wait for it forever)."""
+        labels logs nothing for it at that step, and a per-step all-reduce would wait for it forever).
+        ``add_dataloader_idx=False``: several validation loaders log one name (G-BERT validates both its tasks)."""
+        common = {"batch_size": batch_size, "add_dataloader_idx": add_dataloader_idx}
         if name.startswith("train/"):
-            self.log(f"{name}_step", value, batch_size=batch_size, prog_bar=prog_bar, on_step=True, on_epoch=False)
-            self.log(f"{name}_epoch", value, batch_size=batch_size, on_step=False, on_epoch=True, sync_dist=True)
+            self.log(f"{name}_step", value, prog_bar=prog_bar, on_step=True, on_epoch=False, **common)
+            self.log(f"{name}_epoch", value, on_step=False, on_epoch=True, sync_dist=True, **common)
         else:
-            self.log(name, value, batch_size=batch_size, prog_bar=prog_bar, on_step=False, on_epoch=True, sync_dist=True)
+            self.log(name, value, prog_bar=prog_bar, on_step=False, on_epoch=True, sync_dist=True, **common)
 
     def log_lr(self) -> None:
         if self._trainer is not None and self.trainer.optimizers:

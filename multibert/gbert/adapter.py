@@ -133,6 +133,8 @@ class OntologyAdapter(Adapter):
         else:
             self.dx = PlainEmbedding(self.dx_tree, H, config.initializer_range)
             self.rx = PlainEmbedding(self.rx_tree, H, config.initializer_range)
+        self.graph_dropout = graph_dropout if use_graph else 0.0
+        self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}  # see _codes
         self.special = nn.Parameter(torch.empty(NUM_SPECIAL, H))
         self.token_type_embeddings = nn.Embedding(2, H)
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
@@ -168,7 +170,23 @@ class OntologyAdapter(Adapter):
         Shapes:
             output: (3 + Vd + Vr, H).
         """
-        return torch.cat([self.special, self.dx(), self.rx()], dim=0)  # (3 + Vd + Vr, H)
+        return torch.cat([self.special, self._codes("dx"), self._codes("rx")], dim=0)  # (3 + Vd + Vr, H)
+
+    def _codes(self, name: str) -> torch.Tensor:
+        """One tree's code vectors. When nothing in them is trained (frozen parameters, or no gradient wanted) and
+        nothing is random (no graph dropout in training), they are the same at every step: computed once and kept
+        until a parameter changes (in place, or replaced)."""
+        module = getattr(self, name)
+        parameters = list(module.parameters())
+        trained = torch.is_grad_enabled() and any(p.requires_grad for p in parameters)
+        if trained or (self.training and self.graph_dropout > 0):
+            return module()
+        key = tuple((id(p), p._version) for p in parameters)
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = self._cache[name] = (key, module())
+        return cached[1]
 
     def forward(self, batch: Any) -> AdapterOutput:
         """Shapes:
