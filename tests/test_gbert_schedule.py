@@ -15,6 +15,7 @@ import yaml
 
 from datamodules.ehr.datamodule import EHRDataModule
 from multibert.core.config import BertConfig
+from multibert.core.optim import LinearWarmupDecay
 from multibert.gbert.adapter import OntologyAdapter
 from multibert.gbert.schedule import STAGE_MONITOR, Stage, StageSchedule, stage_at
 from multibert.gbert.task import GBertRecommendTask
@@ -139,3 +140,30 @@ def test_length_buckets_give_the_vectors_of_one_padded_call() -> None:
     lengths = batch.visits.attention_mask.sum(1)
     assert lengths.min() < lengths.max()  # the batch mixes lengths, so the buckets differ
     torch.testing.assert_close(torch.cat([dx, rx]), whole, rtol=1e-5, atol=1e-5)
+
+
+class LearningRates(pl.Callback):
+    """The learning rate of every training step, in order."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append((type(batch).__name__, trainer.optimizers[0].param_groups[0]["lr"]))
+
+
+def test_a_stage_trains_at_a_constant_rate_or_decays_over_its_own_steps() -> None:
+    stages = [{"task": "pretrain", "epochs": 2, "batch_size": 32, "constant_lr": True},
+              {"task": "recommend", "epochs": 2, "batch_size": 8, "lr": 5e-4}]
+    model, dm, trainer, _ = _tiny_stages(stages)
+    model.scheduler_factory = functools.partial(LinearWarmupDecay, warmup_steps=0)
+    lrs = LearningRates()
+    trainer.callbacks.append(lrs)
+    trainer.fit(model, dm)
+    pre = [lr for kind, lr in lrs.lrs if kind == "GBertPretrainBatch"]
+    fine = [lr for kind, lr in lrs.lrs if kind == "GBertRecommendBatch"]
+    assert [kind for kind, _ in lrs.lrs] == ["GBertPretrainBatch"] * len(pre) + ["GBertRecommendBatch"] * len(fine)
+    assert len(pre) > 2 and pre == [1e-3] * len(pre)  # constant through both pretraining epochs
+    # fine-tuning: a fresh schedule from the stage's rate, linearly down to 0 over the stage's own steps
+    n = len(fine)
+    torch.testing.assert_close(torch.tensor(fine), torch.tensor([5e-4 * (n - i) / n for i in range(n)]), rtol=1e-6, atol=1e-9)
