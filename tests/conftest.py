@@ -10,6 +10,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# one thread here and in the subprocesses tests start (a run killed and resumed must compute what the uninterrupted
+# run in this process computed, bit for bit; a different thread count reorders floating-point sums)
+os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
