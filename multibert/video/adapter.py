@@ -29,6 +29,7 @@ MLM bias to the extended vocabulary (the task calls it when loading ``init_from`
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import torch
 from safetensors.torch import load_file
@@ -36,6 +37,8 @@ from safetensors.torch import load_file
 from multibert.core.config import BertConfig
 from multibert.core.text_adapter import TextAdapter
 from multibert.video.quantize import HierarchicalKMeans, read_codebook_metadata
+
+log = logging.getLogger(__name__)
 
 _WORD_KEY = "encoder.adapter.word_embeddings.weight"
 _BIAS_KEY = "mlm.head.bias"
@@ -81,6 +84,9 @@ class VideoAdapter(TextAdapter):
             they are the raw centroids (the paper's setting), trained otherwise (projected or random rows are not
             the features they stand for, so fixing them helps nothing: on the synthetic demo it stopped the model
             from linking video to words).
+        init_from_centroids: the earlier name of this choice, still read from earlier checkpoints and configs:
+            ``True`` means ``visual_init='auto'``, ``False`` ``'random'``; the rows were always trained then
+            (``freeze_visual_words`` defaults to ``False`` with it).
     """
 
     def __init__(
@@ -89,7 +95,13 @@ class VideoAdapter(TextAdapter):
         codebook: str | None = None,
         visual_init: str = "auto",
         freeze_visual_words: bool | None = None,
+        init_from_centroids: bool | None = None,
     ) -> None:
+        if init_from_centroids is not None:
+            visual_init = "auto" if init_from_centroids else "random"
+            freeze_visual_words = False if freeze_visual_words is None else freeze_visual_words
+            log.warning("VideoAdapter: init_from_centroids=%s is the earlier name of visual_init; read as "
+                        "visual_init=%r with the visual-word rows trained", init_from_centroids, visual_init)
         if codebook is None:
             raise ValueError(
                 "VideoAdapter needs the codebook file of the visual words (adapter.init_args.codebook); "
