@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -50,6 +51,17 @@ def test_every_config_instantiates(config):
     vocab = getattr(cli.datamodule, "vocab_size", None)
     if vocab is not None and hasattr(cli.model, "config"):
         assert cli.model.config.vocab_size == vocab  # the model link carried the data's vocabulary size
+    # the optimiser is the class the YAML names with that class's own defaults, only what the YAML states changed
+    # (not BERT AdamW's eps and weight decay carried into e.g. torch.optim.Adam by jsonargparse)
+    if hasattr(cli.model, "optimizer_factory"):
+        stated = (yaml.safe_load(config.read_text()).get("model", {}).get("init_args", {}) or {}).get("optimizer") or {}
+        optimizer = cli.model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+        expected = {k: p.default for k, p in inspect.signature(type(optimizer).__init__).parameters.items()
+                    if k in ("lr", "eps", "weight_decay") and p.default is not inspect.Parameter.empty}
+        expected.update({k: v for k, v in (stated.get("init_args") or {}).items() if k in expected})
+        if stated.get("class_path"):
+            assert f"{type(optimizer).__module__}.{type(optimizer).__name__}".endswith(stated["class_path"].split(".")[-1])
+        assert {k: optimizer.defaults[k] for k in expected} == pytest.approx(expected), config.name
 
 
 @pytest.mark.parametrize("preset", TRAINER_PRESETS, ids=lambda p: p.stem)

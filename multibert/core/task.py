@@ -59,7 +59,10 @@ class EncoderTask(pl.LightningModule):
             architecture differs; the tensors left at their initial values are listed in a warning.
         freeze: parameter-name prefixes to keep fixed, e.g. ``encoder.adapter.word_embeddings``.
         optimizer: the optimiser class and its arguments (``--model.optimizer``); it receives BERT's two parameter
-            groups (:func:`~multibert.core.optim.parameter_groups`). Default: BERT's AdamW.
+            groups (:func:`~multibert.core.optim.parameter_groups`). ``None`` (default): BERT's AdamW
+            (:class:`~multibert.core.optim.AdamW`). (Not AdamW as the default value itself: jsonargparse would carry
+            its eps and weight decay into another class a config names, e.g. L2 decay 0.01 into ``torch.optim.Adam``
+            — jsonargparse issue 460.)
         lr_scheduler: the schedule, stepped every optimiser step; one that takes ``total_steps`` gets the trainer's
             estimate. ``None``: a constant learning rate. Default: BERT's linear warmup and decay.
 
@@ -77,14 +80,14 @@ class EncoderTask(pl.LightningModule):
         init_from: str | None = None,
         init_partial: bool = False,
         freeze: list[str] | None = None,
-        optimizer: OptimizerCallable = AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = LinearWarmupDecay,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         config = BertConfig(**config) if isinstance(config, dict) else config
         adapter = from_spec(adapter, Adapter, "model.adapter") or TextAdapter
-        self.optimizer_factory = from_spec(optimizer, torch.optim.Optimizer, "model.optimizer")
+        self.optimizer_factory = from_spec(optimizer or AdamW, torch.optim.Optimizer, "model.optimizer")
         self.scheduler_factory = from_spec(lr_scheduler, torch.optim.lr_scheduler.LRScheduler, "model.lr_scheduler")
         # plain values in the hyperparameters, so that checkpoints load with weights_only=True; a record the CLI
         # stored ({class_path, init_args} as configured) is kept as it is
