@@ -11,13 +11,11 @@ is a function of (seed, epoch)) and configs without randomness outside the data 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from resume_helpers import run_and_kill
 from run_folders import last_checkpoint
 
 from multibert.cli import main
@@ -45,16 +43,7 @@ def interrupted_then_resumed(args: list[str], workdir: Path, stop_at: int, kill:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
         cmd = [sys.executable, "-m", "multibert.cli", "fit", *args, "--trainer.callbacks+=recording.HoldAfterStep",
                f"--trainer.callbacks.step={stop_at}", f"--trainer.callbacks.marker={marker}"]
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + timeout
-        while not marker.exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"the run ended before step {stop_at}: {proc.stderr.read()[-3000:]}")
-            assert time.monotonic() < deadline, "the run did not reach its interruption point in time"
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL
+        run_and_kill(cmd, workdir, env, [marker], timeout)
     else:
         _fit_in(workdir, [*args, "--trainer.callbacks+=recording.StopAfterSteps", f"--trainer.callbacks.steps={stop_at}"])
     interrupted = torch.load(last_checkpoint(workdir), map_location="cpu", weights_only=True)

@@ -1,4 +1,5 @@
-"""Callbacks for the kill -9 resume tests (launched through the ``multibert`` command in a subprocess).
+"""Callbacks for the kill -9 resume tests (launched through the ``multibert`` command in a subprocess), and
+:func:`run_and_kill`, which starts such a run and kills it with SIGKILL at the marked point.
 
 ``BatchHashes``: every rank appends ``epoch global_step hash`` for each training batch it starts (flushed at once, so a
 killed run keeps what it saw) and, at the end of training, the epoch-level metrics it holds. ``HangAfterStep``:
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -42,3 +46,19 @@ class HangAfterStep(pl.Callback):
             self.marker_dir.mkdir(parents=True, exist_ok=True)
             (self.marker_dir / f"hang.rank{trainer.global_rank}").touch()
             time.sleep(3600)
+
+
+def run_and_kill(cmd: list[str], cwd: Path, env: dict[str, str], markers: list[Path], timeout: float = 900) -> None:
+    """Start ``cmd`` in its own process group; once every marker file exists (each rank hangs after its step:
+    :class:`HangAfterStep` or ``recording.HoldAfterStep``), ``kill -9`` the whole group (DDP ranks included)."""
+    process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not all(m.exists() for m in markers):
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before the kill: {process.stderr.read()[-4000:]}")
+        assert time.monotonic() < deadline, "the run never reached the step to kill at"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL

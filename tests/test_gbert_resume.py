@@ -10,14 +10,13 @@ steps); ``tiny.yaml`` rounds of 20 pretraining + 8 fine-tuning batches.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from resume_helpers import run_and_kill
 
 from multibert.gbert.schedule import StageSchedule
 
@@ -47,20 +46,6 @@ def _run(cmd: list[str], cwd: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
 
 
-def _run_and_kill(cmd: list[str], cwd: Path, marker: Path) -> None:
-    """Start the run; when it hangs after the step (:class:`resume_helpers.HangAfterStep`), kill -9 it."""
-    process = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 900
-    while not marker.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended before the kill: {process.stderr.read()[-4000:]}")
-        assert time.monotonic() < deadline, "the run never reached the step to kill at"
-        time.sleep(0.5)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-
-
 def _final(checkpoints: Path) -> Path:
     """The checkpoint written at the end of the run's last epoch."""
     return max((checkpoints / "epochs").glob("*.ckpt"), key=lambda p: int(p.stem.split("step=")[1]))
@@ -86,7 +71,7 @@ def _killed_and_resumed(tmp_path: Path, config: Path, kill_after: int, resume_fr
     _run(_fit(config, full, *extra), tmp_path)
     hang = ["--trainer.callbacks+=resume_helpers.HangAfterStep", f"--trainer.callbacks.step={kill_after}",
             f"--trainer.callbacks.marker_dir={killed}"]
-    _run_and_kill(_fit(config, killed, *extra, *hang), tmp_path, killed / "hang.rank0")
+    run_and_kill(_fit(config, killed, *extra, *hang), tmp_path, ENV, [killed / "hang.rank0"])
     (checkpoint,) = killed.glob(f"*-step={resume_from}.ckpt")
     assert not list(killed.glob(f"*-step={resume_from + 5}.ckpt"))  # killed, not finished
     _run(_fit(config, resumed, *extra, f"--ckpt_path={checkpoint}"), tmp_path)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from resume_helpers import run_and_kill
 
 from datamodules.text.prepare import prepare_corpus
 
@@ -41,21 +40,6 @@ def _run(cmd: list[str], cwd: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-def _run_and_kill(cmd: list[str], cwd: Path, markers: list[Path]) -> None:
-    """Start the run in its own process group; when every rank hangs after the step, kill -9 the whole group."""
-    process = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not all(m.exists() for m in markers):
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended before the kill: {process.stderr.read()[-4000:]}")
-        assert time.monotonic() < deadline, "the run never reached the step to kill at"
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-
-
 def _batches(run: Path, rank: int = 0) -> list[tuple[int, int, str]]:
     """``(epoch, step, hash)`` of every training batch the rank started."""
     lines = (run / "batches" / f"rank{rank}.txt").read_text().split("\n")
@@ -71,7 +55,7 @@ def _resume_after_kill(
     _run(_command(config, full, *extra), tmp_path)
     hang = ["--trainer.callbacks+=resume_helpers.HangAfterStep", f"--trainer.callbacks.step={kill_after}",
             f"--trainer.callbacks.marker_dir={killed}"]
-    _run_and_kill(_command(config, killed, *extra, *hang), tmp_path, [killed / f"hang.rank{r}" for r in range(ranks)])
+    run_and_kill(_command(config, killed, *extra, *hang), tmp_path, ENV, [killed / f"hang.rank{r}" for r in range(ranks)], timeout=600)
     (checkpoint,) = killed.rglob(f"*step={resume_from}.ckpt")
     assert not list(killed.rglob(f"*step={resume_from + 8}.ckpt"))  # killed, not finished
     resumed = tmp_path / "resumed"
