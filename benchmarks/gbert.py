@@ -8,8 +8,8 @@ tables; the last line printed is one JSON object with the rows, the wall times a
 - the paper's ordering holds on all three: G-BERT > G-BERT without pretraining (P-) > logistic regression;
 - the recipe trains in under 2 hours.
 
-    python benchmarks/gbert.py                         # recipe + P- (about 2 h 40 min on a 2-core CPU, 1 thread)
-    python benchmarks/gbert.py --ablations             # + G- and G- P- (the paper's table)
+    python benchmarks/gbert.py                         # recipe + P- (about 45 min on a 2-core CPU, 1 thread)
+    python benchmarks/gbert.py --ablations             # + G- and G- P- (the paper's table; about 35 min more)
     python benchmarks/gbert.py --check                 # exit 1 when a goal is missed
     python benchmarks/gbert.py --smoke                 # CI-sized: 400 patients, 1 epoch per stage (no goals)
 """
