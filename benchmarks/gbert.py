@@ -11,7 +11,7 @@ tables; the last line printed is one JSON object with the rows, the wall times a
     python benchmarks/gbert.py                         # recipe + P- (about 45 min on a 2-core CPU, 1 thread)
     python benchmarks/gbert.py --ablations             # + G- and G- P- (the paper's table; about 35 min more)
     python benchmarks/gbert.py --check                 # exit 1 when a goal is missed
-    python benchmarks/gbert.py --smoke                 # CI-sized: 400 patients, 1 epoch per stage (no goals)
+    python benchmarks/gbert.py --smoke                 # the pipeline only: 400 patients, 3 batches per epoch (no goals)
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--config", action="append", default=[], metavar="NAME=YAML", help="train another config as a row")
     p.add_argument("--fit_arg", action="append", default=[], help="extra `multibert fit` flag for every config")
     p.add_argument("--patients", type=int, default=6350, help="SYNTHETIC cohort size")
-    p.add_argument("--smoke", action="store_true", help="400 patients, one epoch per stage: the pipeline, no goals")
+    p.add_argument("--smoke", action="store_true", help="400 patients, 3 training and 2 validation batches per epoch: the pipeline, no goals")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     args = p.parse_args()
