@@ -38,7 +38,7 @@ class _Stderr(logging.StreamHandler):
 
     @stream.setter
     def stream(self, value: object) -> None:
-        pass
+        """Ignored on purpose: logging.StreamHandler assigns its stream, but ours always follows sys.stderr."""
 
 
 class _RankZero(logging.Filter):
