@@ -48,6 +48,9 @@ def test_every_config_instantiates(config):
         run=False,
     )
     assert isinstance(cli.model, pl.LightningModule) and isinstance(cli.datamodule, pl.LightningDataModule)
+    # what Lightning checks before a logger records the run: a key both record holds the same value on both sides
+    shared = cli.model.hparams_initial.keys() & cli.datamodule.hparams_initial.keys() - {"_class_path"}
+    assert {k: cli.model.hparams_initial[k] for k in shared} == {k: cli.datamodule.hparams_initial[k] for k in shared}
     vocab = getattr(cli.datamodule, "vocab_size", None)
     if vocab is not None and hasattr(cli.model, "config"):
         assert cli.model.config.vocab_size == vocab  # the model link carried the data's vocabulary size

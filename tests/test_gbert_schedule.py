@@ -167,3 +167,21 @@ def test_a_stage_trains_at_a_constant_rate_or_decays_over_its_own_steps() -> Non
     # fine-tuning: a fresh schedule from the stage's rate, linearly down to 0 over the stage's own steps
     n = len(fine)
     torch.testing.assert_close(torch.tensor(fine), torch.tensor([5e-4 * (n - i) / n for i in range(n)]), rtol=1e-6, atol=1e-9)
+
+
+def test_a_staged_config_trains_under_the_shipped_trainer_preset(tmp_path, monkeypatch) -> None:
+    """The README's command (`-c configs/trainer/cpu.yaml`: TensorBoard and CSV loggers on): the model and the
+    datamodule record the same schedule (Lightning refuses a run whose two records of a key differ, which every
+    staged config hit), and the run's hparams.yaml holds the YAML's stages."""
+    from multibert.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    stages = yaml.safe_load((CONFIGS / "tiny_stages.yaml").read_text())["data"]["init_args"]["stages"]
+    main(["fit", "-c", str(CONFIGS / "tiny_stages.yaml"), "-c", str(CONFIGS.parent / "trainer" / "cpu.yaml"),
+          "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    (run,) = (tmp_path / "runs" / "multibert").glob("version_*")
+    recorded = yaml.safe_load((run / "hparams.yaml").read_text())["stages"]
+    defaults = {"batch_size": None, "lr": None, "freeze": [], "constant_lr": False}
+    assert recorded == [{**defaults, **s} for s in stages]
+    assert "val/prauc" in (run / "metrics.csv").read_text().splitlines()[0]

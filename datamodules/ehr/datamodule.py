@@ -25,7 +25,6 @@ and tests.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections import Counter
@@ -46,7 +45,7 @@ from datamodules.ehr.tables import DX, RX, read_admissions, read_split_ids, spli
 from datamodules.masking import mask_tokens
 from multibert.core.batch import TokenBatch
 from multibert.gbert.batch import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, GBertPretrainBatch, GBertRecommendBatch
-from multibert.gbert.schedule import Stage, as_stages, stage_at
+from multibert.gbert.schedule import Stage, as_stages, stage_at, stage_values
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +238,8 @@ class EHRDataModule(pl.LightningDataModule):
         if stages and (task != "recommend" or alternate is not None):
             raise ValueError("data.stages needs data.task='recommend' and no data.alternate (the stages replace it)")
         #: the staged schedule, as plain values (the task receives it through model_links), or None
-        self.stages = [dataclasses.asdict(s) for s in as_stages(stages)] or None
+        self.stages = stages = stage_values(stages)  # (before save_hyperparameters: the task records the same)
         self.save_hyperparameters()
-        self.hparams["stages"] = self.stages  # checkpoints hold plain values (they load with weights_only)
         self.predict_output = predict_output
         for name, given in (("path", path), ("predict_path", predict_path), ("ddi_path", ddi_path),
                             *((f"pretrain_paths[{i}]", p) for i, p in enumerate(pretrain_paths or []))):

@@ -20,6 +20,7 @@ The callback's state (the active stage, its best score and weights) is saved wit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,13 @@ class Stage:
 def as_stages(stages: Sequence[Stage | dict[str, Any]] | None) -> list[Stage]:
     """Stages from :class:`Stage` objects or their dicts (as a checkpoint's hyperparameters hold them)."""
     return [s if isinstance(s, Stage) else Stage(**{**s, "freeze": tuple(s.get("freeze") or ())}) for s in stages or ()]
+
+
+def stage_values(stages: Sequence[Stage | dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The schedule as plain values (``freeze`` a list), or None: what the datamodule and the task both record as
+    their ``stages`` hyperparameter. The two must be equal from the start (Lightning refuses to log a run whose
+    model and datamodule disagree on a shared key) and load from a checkpoint with ``weights_only``."""
+    return [{**dataclasses.asdict(s), "freeze": list(s.freeze)} for s in as_stages(stages)] or None
 
 
 def stage_at(stages: Sequence[Stage], epoch: int) -> tuple[int, Stage]:

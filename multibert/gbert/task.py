@@ -20,7 +20,6 @@ diagnosis and medication sequences get types 0 / 1 in pretraining too (the autho
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any, ClassVar
@@ -40,7 +39,7 @@ from multibert.gbert.ddi import DDIRate, load_ddi
 from multibert.gbert.heads import MedicationHead, PretrainHeads, PretrainLogits
 from multibert.gbert.losses import pretrain_loss
 from multibert.gbert.metrics import average_precision, f1, jaccard
-from multibert.gbert.schedule import Stage, StageSchedule, as_stages
+from multibert.gbert.schedule import Stage, StageSchedule, as_stages, stage_values
 from multibert.gbert.writer import RecommendationWriter
 
 log = logging.getLogger(__name__)
@@ -179,10 +178,10 @@ class GBertRecommendTask(GBertPretrainTask):
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold={threshold} must lie strictly between 0 and 1")
+        stages = stage_values(stages)  # plain values, equal to the datamodule's (save_hyperparameters reads this local)
         super().__init__(config, adapter, **kwargs)
         self.stages = as_stages(stages)
         self._schedule = StageSchedule(self.stages, restore_best)  # replaced by the one configure_callbacks hands out
-        self.hparams["stages"] = [dataclasses.asdict(s) for s in self.stages] or None  # plain values in checkpoints
         self.medication_head = MedicationHead(self.config, len(self.rx_codes))
         names = ("jaccard", "prauc", "f1")
         self.metrics = torch.nn.ModuleDict({f"{s}_{n}": MeanMetric() for s in ("val", "test") for n in names})
