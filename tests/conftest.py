@@ -29,3 +29,18 @@ def scratch(tmp_path, monkeypatch):
     monkeypatch.setenv("MULTIBERT_CACHE", str(tmp_path.parent / "multibert-cache"))
     monkeypatch.setattr(sys, "argv", ["multibert"])
     return tmp_path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="also run the `long` tests (benchmark goals held as tests; tens of minutes each)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`long` tests (e.g. issue 12's G-BERT goals, about an hour on 2 cores) run only with --long or MULTIBERT_LONG=1."""
+    if config.getoption("--long") or os.environ.get("MULTIBERT_LONG") == "1":
+        return
+    skip = pytest.mark.skip(reason="a long test: run with --long (or MULTIBERT_LONG=1)")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
