@@ -37,7 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`long` tests (e.g. issue 12's G-BERT goals, about an hour on 2 cores) run only with --long or MULTIBERT_LONG=1."""
+    """`long` tests (e.g. issue 12's G-BERT goals, about 50 minutes on 2 cores) run only with --long or MULTIBERT_LONG=1."""
     if config.getoption("--long") or os.environ.get("MULTIBERT_LONG") == "1":
         return
     skip = pytest.mark.skip(reason="a long test: run with --long (or MULTIBERT_LONG=1)")
